@@ -1,3 +1,62 @@
-"""transferlab: turn a folder of labeled images into a deployable image classifier."""
+"""transferlab: turn a folder of labeled images into a deployable image classifier.
+
+The one-call path::
+
+    import transferlab
+    clf = transferlab.train("photos/")            # folder of class subfolders
+    clf.predict(["new.jpg"])
+
+and the parts under it, one module per stage: :mod:`transferlab.data` (find, check, split,
+stream), :mod:`transferlab.backbones` (pretrained networks), :mod:`transferlab.features`
+(bottleneck cache), :mod:`transferlab.train`, :mod:`transferlab.evaluate`,
+:mod:`transferlab.export`.
+
+Attributes are imported lazily so that ``import transferlab`` stays fast and does not import
+TensorFlow (ONNX/TFLite prediction works without it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "inspect": "transferlab.data.dataset:inspect_dataset",
+    "load_dataset": "transferlab.data.dataset:load_dataset",
+    "ImageDataset": "transferlab.data.dataset:ImageDataset",
+    "DatasetError": "transferlab.data.sources:DatasetError",
+    "make_sample_dataset": "transferlab.data.sample:make_sample_dataset",
+    "ResizeConfig": "transferlab.data.pipeline:ResizeConfig",
+    "AugmentConfig": "transferlab.data.pipeline:AugmentConfig",
+    "list_backbones": "transferlab.backbones:list_backbones",
+    "load_backbone": "transferlab.backbones:load_backbone",
+    "get_backbone_info": "transferlab.backbones:get_backbone_info",
+    "train": "transferlab.api:train",
+    "load": "transferlab.api:load",
+    "evaluate": "transferlab.api:evaluate",
+    "predict": "transferlab.api:predict",
+    "Classifier": "transferlab.api:Classifier",
+    "TrainConfig": "transferlab.train.config:TrainConfig",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transferlab.data.dataset import ImageDataset, load_dataset  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'transferlab' has no attribute {name!r}")
+    module_name, attr = target.split(":")
+    value = getattr(importlib.import_module(module_name), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,165 @@
+"""Streaming ``tf.data`` input pipelines: decode -> resize -> (augment) -> batch -> prefetch.
+
+Files are decoded by the same Pillow code that validated them (:func:`transferlab.data.decode.load_image`),
+in parallel threads (Pillow releases the GIL while decoding), so the pipeline never meets a
+file validation would reject and never holds more than a few batches in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+from transferlab._tf import import_tf
+from transferlab.data.decode import RESIZE_MODES, ImageDecodeError, load_image
+
+logger = logging.getLogger("transferlab")
+
+
+@dataclass(frozen=True)
+class ResizeConfig:
+    """How a decoded image becomes the backbone's input: size, mode, crop and filter."""
+
+    size: int = 224
+    mode: str = "squash"
+    interpolation: str = "bilinear"
+    crop_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in RESIZE_MODES:
+            raise ValueError(f"Unknown resize mode {self.mode!r}; choose one of {', '.join(RESIZE_MODES)}.")
+        if self.size < 8:
+            raise ValueError(f"Image size must be at least 8 pixels, got {self.size}.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def load(self, path: str | os.PathLike | bytes) -> np.ndarray:
+        """Decode and resize one file to uint8 (size, size, 3)."""
+        return load_image(path, (self.size, self.size), mode=self.mode, interpolation=self.interpolation,
+                          crop_fraction=self.crop_fraction)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random training augmentation; each transform is off at 0 / False.
+
+    Attributes:
+        flip_horizontal, flip_vertical: random mirror (vertical suits top-down inspection shots).
+        brightness: max absolute brightness change, as a fraction of 255.
+        contrast: contrast factor drawn from [1 - contrast, 1 + contrast].
+        zoom: random crop keeping between (1 - zoom) and 1 of each side, resized back.
+    """
+
+    flip_horizontal: bool = True
+    flip_vertical: bool = False
+    brightness: float = 0.1
+    contrast: float = 0.1
+    zoom: float = 0.1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def augment_image(image, seed, config: AugmentConfig):
+    """Augment one float32 image (H, W, 3) in 0..255 with a stateless seed of shape (2,)."""
+    import tensorflow as tf  # already imported by the caller; plain import keeps AutoGraph quiet
+    image = image / 255.0
+    s = tf.random.experimental.stateless_split(seed, num=5)
+    if config.flip_horizontal:
+        image = tf.image.stateless_random_flip_left_right(image, s[0])
+    if config.flip_vertical:
+        image = tf.image.stateless_random_flip_up_down(image, s[1])
+    if config.zoom > 0:
+        h, w = tf.shape(image)[0], tf.shape(image)[1]
+        u = tf.random.stateless_uniform([3], s[2])
+        keep = 1.0 - config.zoom * u[0]
+        top, left = (1.0 - keep) * u[1], (1.0 - keep) * u[2]
+        box = tf.stack([top, left, top + keep, left + keep])[None]
+        image = tf.image.crop_and_resize(image[None], box, [0], tf.stack([h, w]))[0]
+    if config.brightness > 0:
+        image = tf.image.stateless_random_brightness(image, config.brightness, s[3])
+    if config.contrast > 0:
+        image = tf.image.stateless_random_contrast(image, 1.0 - config.contrast, 1.0 + config.contrast, s[4])
+    return tf.clip_by_value(image, 0.0, 1.0) * 255.0
+
+
+def _is_ok(element, ok):
+    return ok
+
+
+def _drop_flag(element, ok):
+    return element
+
+
+def make_image_dataset(
+    paths: Sequence[str],
+    labels: Sequence[int] | None,
+    resize: ResizeConfig,
+    *,
+    batch_size: int = 32,
+    shuffle: bool = False,
+    augment: AugmentConfig | None = None,
+    seed: int = 0,
+    num_parallel_calls: int | None = None,
+):
+    """Build a streaming ``tf.data.Dataset`` over image files.
+
+    Args:
+        paths: image files (already validated).
+        labels: int class indices aligned with paths, or None for unlabeled data.
+        resize: output size and resize mode.
+        shuffle: reshuffle file order each epoch (seeded, reproducible).
+        augment: random augmentation applied per image with seeded stateless ops.
+
+    Returns:
+        Dataset of ``(images, labels)`` (or ``images`` when labels is None): images float32
+        (B, size, size, 3) with values in 0..255, labels int32 (B,).
+    """
+    tf = import_tf()
+    n = len(paths)
+    if n == 0:
+        raise ValueError("No images to read: the list of paths is empty.")
+    size = resize.size
+    indices = tf.data.Dataset.range(n)
+    if shuffle:
+        indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    path_table = tf.constant(list(paths))
+    label_table = tf.constant(np.asarray(labels, dtype=np.int32)) if labels is not None else None
+
+    def read(path: bytes) -> tuple[np.ndarray, np.bool_]:
+        try:
+            return resize.load(path.decode("utf-8")), np.bool_(True)
+        except ImageDecodeError as exc:
+            # Files were validated before; one that broke since then is skipped with a
+            # warning, so a long training run never dies on it.
+            logger.warning("skipped %s (it changed since it was checked)", exc)
+            return np.zeros((size, size, 3), np.uint8), np.bool_(False)
+
+    def load(index):
+        image, ok = tf.numpy_function(read, [path_table[index]], (tf.uint8, tf.bool), stateful=False)
+        image = tf.cast(tf.ensure_shape(image, (size, size, 3)), tf.float32)
+        ok = tf.ensure_shape(ok, ())
+        if label_table is None:
+            return image, ok
+        return (image, label_table[index]), ok
+
+    calls = num_parallel_calls or tf.data.AUTOTUNE
+    ds = indices.map(load, num_parallel_calls=calls, deterministic=True)
+    ds = ds.filter(_is_ok).map(_drop_flag)
+    if augment is not None:
+        # One independent seed pair per image, re-drawn each epoch, reproducible per seed.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds))
+
+        def augment_element(element, seed):
+            if label_table is None:
+                return augment_image(element, seed, augment)
+            return augment_image(element[0], seed, augment), element[1]
+
+        ds = ds.map(augment_element, num_parallel_calls=calls)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
