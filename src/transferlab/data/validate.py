@@ -1,23 +1,25 @@
 """Check every file before training: decode it fully, hash its bytes, record its size.
 
-Runs on all cores with a process pool (decoding is CPU-bound). Each worker decodes one file,
-keeps only a few numbers and drops the pixels, so memory stays flat for any number of files.
+Runs on all cores with a thread pool: Pillow's decoders and hashlib release the GIL while they
+work, so threads decode in parallel without the start-up cost and the ``if __name__ ==
+"__main__"`` requirement of worker processes (scripts and notebooks just work). Each task
+decodes one file, keeps only a few numbers and drops the pixels, so memory stays flat for any
+number of files.
 """
 
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from transferlab.data.decode import ImageDecodeError, open_rgb
 from transferlab.progress import progress_bar
 
-# Below this many files the cost of starting worker processes outweighs the parallelism.
-_MIN_FILES_FOR_POOL = 64
+# Below this many files a pool is not worth starting.
+_MIN_FILES_FOR_POOL = 8
 
 
 @dataclass(frozen=True)
@@ -51,15 +53,6 @@ def check_file(path: str) -> FileCheck:
     return FileCheck(path, True, sha256=digest, width=img.width, height=img.height, format=fmt)
 
 
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _check_chunk(paths: list[str]) -> list[FileCheck]:
-    return [check_file(p) for p in paths]
-
-
 def check_files(
     paths: Iterable[str], *, workers: int | None = None, show_progress: bool = True, desc: str = "Checking images"
 ) -> list[FileCheck]:
@@ -67,7 +60,7 @@ def check_files(
 
     Args:
         paths: file paths.
-        workers: processes to use (default: all CPUs). 1 checks in this process.
+        workers: threads to use (default: all CPUs). 1 checks in the calling thread.
         show_progress: show a progress bar with rate and ETA.
     """
     paths = list(paths)
@@ -79,12 +72,9 @@ def check_files(
                 results.append(check_file(path))
                 bar.update(1)
             return results
-        # "spawn": the parent may already run TensorFlow threads, and forking a threaded
-        # process can deadlock. Workers import only Pillow and NumPy, so they start fast.
-        context = multiprocessing.get_context("spawn")
-        chunk = max(8, min(64, len(paths) // (workers * 8) or 8))
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            for checked in pool.map(_check_chunk, _chunks(paths, chunk)):
-                results.extend(checked)
-                bar.update(len(checked))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            # map() keeps input order and holds at most one FileCheck per file, never pixels.
+            for checked in pool.map(check_file, paths):
+                results.append(checked)
+                bar.update(1)
     return results
