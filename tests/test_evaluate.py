@@ -1,4 +1,4 @@
-"""Tests for transferlab.evaluate: metrics report, console summary and plots."""
+"""Tests for transferlab.evaluation: metrics report, console summary and plots."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferlab.evaluate.metrics import classification_report, format_summary
-from transferlab.evaluate.plots import plot_confusion_matrix, plot_training_curves
+from transferlab.evaluation.metrics import classification_report, format_summary
+from transferlab.evaluation.plots import plot_confusion_matrix, plot_training_curves
 
 NAMES = ["a", "b", "c"]
 Y = np.array([0, 0, 0, 1, 1, 2])
