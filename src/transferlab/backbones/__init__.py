@@ -1,0 +1,37 @@
+"""Pretrained backbones: the registry, Keras applications, EfficientNet-Lite and your own models.
+
+    >>> from transferlab.backbones import list_backbones, load_backbone
+    >>> model = load_backbone("efficientnet_lite0")  # raw RGB 0..255 -> (N, 1280)
+"""
+
+from transferlab.backbones.keras_apps import WeightsUnavailableError
+from transferlab.backbones.personal import UnsafeModelError
+from transferlab.backbones.preprocessing import (
+    PREPROCESS_MODES,
+    preprocess_numpy,
+    preprocessing_layer,
+)
+from transferlab.backbones.registry import (
+    BackboneInfo,
+    check_fine_tunable,
+    get_backbone_info,
+    list_backbones,
+    load_backbone,
+    resolve_backbone,
+    weights_fingerprint,
+)
+
+__all__ = [
+    "BackboneInfo",
+    "PREPROCESS_MODES",
+    "UnsafeModelError",
+    "WeightsUnavailableError",
+    "check_fine_tunable",
+    "get_backbone_info",
+    "list_backbones",
+    "load_backbone",
+    "preprocess_numpy",
+    "preprocessing_layer",
+    "resolve_backbone",
+    "weights_fingerprint",
+]
