@@ -19,9 +19,10 @@ install: $(BIN)/transferlab
 demo: install
 	$(BIN)/transferlab sample $(SAMPLE)
 	$(BIN)/transferlab inspect $(SAMPLE)
+	$(BIN)/transferlab train $(SAMPLE) --runs-dir runs --name demo-$$(date +%Y%m%d-%H%M%S)
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 clean:
 	rm -rf $(VENV) sample_data runs .pytest_cache

@@ -8,8 +8,8 @@ The one-call path::
 
 and the parts under it, one module per stage: :mod:`transferlab.data` (find, check, split,
 stream), :mod:`transferlab.backbones` (pretrained networks), :mod:`transferlab.features`
-(bottleneck cache), :mod:`transferlab.train`, :mod:`transferlab.evaluate`,
-:mod:`transferlab.export`.
+(bottleneck cache), :mod:`transferlab.training`, :mod:`transferlab.evaluation`,
+:mod:`transferlab.export` and :mod:`transferlab.inference`.
 
 Attributes are imported lazily so that ``import transferlab`` stays fast and does not import
 TensorFlow (ONNX/TFLite prediction works without it).
@@ -18,9 +18,14 @@ TensorFlow (ONNX/TFLite prediction works without it).
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# TensorFlow's C++ start-up chatter (CPU flags, oneDNN notes) hides our own messages; users can
+# still turn it back on by setting the variable themselves.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # public name -> module that defines it
 _LAZY = {
@@ -39,7 +44,7 @@ _LAZY = {
     "evaluate": "transferlab.api:evaluate",
     "predict": "transferlab.api:predict",
     "Classifier": "transferlab.api:Classifier",
-    "TrainConfig": "transferlab.train.config:TrainConfig",
+    "TrainConfig": "transferlab.training.config:TrainConfig",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

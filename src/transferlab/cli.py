@@ -84,6 +84,114 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- backbones
+def _cmd_backbones(args: argparse.Namespace) -> int:
+    from transferlab.backbones import list_backbones
+
+    infos = list_backbones()
+    if args.json:
+        _print_json([i.to_dict() for i in infos])
+        return EXIT_OK
+    print(f"{'name':<20} {'input':>5} {'features':>8} {'params':>8} {'top-1':>6}  {'preprocess':<10} offline")
+    for i in infos:
+        top1 = f"{i.imagenet_top1:.1f}" if i.imagenet_top1 else "-"
+        params = f"{i.params / 1e6:.1f}M" if i.params else "-"
+        print(f"{i.name:<20} {i.input_size:>5} {i.feature_dim:>8} {params:>8} {top1:>6}  {i.preprocess:<10} "
+              f"{'yes' if i.weights_available else 'no (downloads on first use)'}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- train
+_TRAIN_OPTIONS = [
+    # flag, config field, type, help
+    ("--backbone", "backbone", str, "registry name (see `transferlab backbones`) or path to your own saved model"),
+    ("--weights", "weights", str, "'imagenet' (default), a local weights file, or 'none' for random init"),
+    ("--feature-layer", "feature_layer", str, "layer to take features from (personal models)"),
+    ("--preprocess", "preprocess", str, "declare a personal model's preprocessing: none, 0-1, -1-1, caffe, torch, lite"),
+    ("--image-size", "image_size", int, "input size in pixels (default: the backbone's)"),
+    ("--resize-mode", "resize_mode", str, "squash, center-crop or pad (default: the backbone's own, e.g. center-crop 0.875)"),
+    ("--interpolation", "interpolation", str, "bilinear, bicubic, lanczos, area, nearest (default: the backbone's)"),
+    ("--crop-fraction", "crop_fraction", float, "centre-crop fraction for --resize-mode center-crop"),
+    ("--val-fraction", "val_fraction", float, "validation fraction of the hash split (default 0.1)"),
+    ("--test-fraction", "test_fraction", float, "test fraction of the hash split (default 0.1)"),
+    ("--seed", "seed", int, "seed of the split, initialisation and shuffling (default 42)"),
+    ("--epochs", "epochs", int, "maximum head epochs; early stopping usually ends sooner (default 100)"),
+    ("--batch-size", "batch_size", int, "head batch size (default 32)"),
+    ("--learning-rate", "learning_rate", float, "head learning rate, Adam (default 1e-3)"),
+    ("--hidden-units", "hidden_units", int, "size of a hidden dense layer in the head (default 0: none)"),
+    ("--dropout", "dropout", float, "dropout in the head (default 0.5)"),
+    ("--label-smoothing", "label_smoothing", float, "label smoothing (default 0.1)"),
+    ("--class-weight", "class_weight", str, "'balanced' to weight classes by inverse frequency"),
+    ("--patience", "patience", int, "early stopping patience in epochs on validation loss (default 10)"),
+    ("--engine", "engine", str, "feature extraction engine: auto (default), onnx, keras"),
+    ("--cache-dir", "cache_dir", str, "feature cache folder (default: user cache dir or $TRANSFERLAB_CACHE_DIR)"),
+    ("--runs-dir", "runs_dir", str, "where run directories go (default ./runs)"),
+    ("--name", "name", str, "run name (default: <data folder>-<timestamp>)"),
+]
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from transferlab.training.config import TrainConfig
+    from transferlab.training.trainer import train
+
+    settings = {field: getattr(args, field) for _, field, _, _ in _TRAIN_OPTIONS if getattr(args, field) is not None}
+    if str(settings.get("weights", "")).lower() == "none":
+        settings["weights"] = None
+    settings["unsafe"] = args.unsafe
+    config = TrainConfig(**settings)
+    clf = train(args.data, config, show_progress=not args.quiet)
+    metrics = clf.metadata.get("metrics")
+    if metrics:
+        print(f"Test accuracy: {metrics['accuracy']:.4f} ({metrics['split']} split, {metrics['num_samples']} images)")
+        print("Per-class F1: " + ", ".join(f"{c} {v['f1']:.3f}" for c, v in metrics["per_class"].items()))
+    print(f"Run directory: {clf.run_dir}")
+    print(f"Model: {clf.run_dir / 'model.keras'}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- evaluate
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from transferlab.evaluation.metrics import format_summary
+    from transferlab.inference import load
+
+    clf = load(args.model, safe_mode=not args.unsafe)
+    report = clf.evaluate(args.data, split=args.split, show_progress=not (args.quiet or args.json))
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_summary(report))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- predict
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+
+    from transferlab.inference import load
+
+    clf = load(args.model, safe_mode=not args.unsafe)
+    predictions = clf.predict(args.paths, top_k=args.top_k, batch_size=args.batch_size,
+                              show_progress=not args.quiet and args.format == "table")
+    if args.format == "json":
+        _print_json([p.to_dict() for p in predictions])
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["path", "label", "probability", "top_k", "error"])
+        for p in predictions:
+            top = ";".join(f"{label}:{prob:.4f}" for label, prob in p.top_k)
+            writer.writerow([p.source, p.label or "", f"{p.probability:.6f}" if p.probability is not None else "",
+                             top, p.error or ""])
+    else:
+        width = max([len(p.source) for p in predictions] + [4])
+        for p in predictions:
+            if p.error:
+                print(f"{p.source:<{width}}  ERROR: {p.error}")
+            else:
+                rest = "  ".join(f"{label} {prob:.3f}" for label, prob in p.top_k)
+                print(f"{p.source:<{width}}  {rest}")
+    return EXIT_PROBLEMS if any(p.error for p in predictions) else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="transferlab", description="Transfer learning for image classification.")
     parser.add_argument("--version", action="version", version=f"transferlab {__version__}")
@@ -105,6 +213,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_sample)
 
+    p = sub.add_parser("backbones", help="list the pretrained backbones and whether their weights are here")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(func=_cmd_backbones)
+
+    p = sub.add_parser("train", help="train a classifier on a labeled image folder or CSV")
+    p.add_argument("data", help="folder of class subfolders, pre-split folder (train/val/test) or CSV of path,label")
+    for flag, field, kind, text in _TRAIN_OPTIONS:
+        p.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    p.add_argument("--unsafe", action="store_true", help="allow Lambda layers in a personal model (runs code from the file)")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluation report of a model on a labeled folder")
+    p.add_argument("model", help="run directory or model file")
+    p.add_argument("data", help="labeled folder or CSV")
+    p.add_argument("--split", choices=["train", "val", "test"], help="only this split of the data (default: all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--unsafe", action="store_true", help="load a model file with safe_mode off (trusted files only)")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify image files, folders or globs")
+    p.add_argument("model", help="run directory or model file")
+    p.add_argument("paths", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("--top-k", type=int, default=1, help="how many classes to show per image (default 1)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--unsafe", action="store_true", help="load a model file with safe_mode off (trusted files only)")
+    p.set_defaults(func=_cmd_predict)
+
     for register in _EXTRA_COMMANDS:
         register(sub)
     return parser
@@ -125,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (DatasetError, FileNotFoundError) as exc:
+    except (DatasetError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

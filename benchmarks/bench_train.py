@@ -1,0 +1,145 @@
+"""Benchmark: `transferlab train` (cold and warm feature cache) against a plain Keras script.
+
+On hymenoptera_data (train on train/, report on val/), default backbone EfficientNet-Lite0:
+
+1. accuracy and wall time of `transferlab train` with an empty cache, then with a warm one;
+2. the plain Keras way (frozen base inside a keras.Model, new softmax Dense, model.fit for 10
+   epochs, the base recomputed every epoch): accuracy, wall time, fit time;
+3. feature-extraction throughput (images/s): our extractor vs Keras `model.predict` over the same
+   images, backbone and batch size.
+
+Usage: python benchmarks/bench_train.py [--data DIR] [--out benchmarks/results/train.json]
+Prints a table and writes JSON. Not a test: numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA = HERE.parents[1] / "shared" / "datasets" / "hymenoptera_data"
+
+PLAIN_KERAS = textwrap.dedent("""
+    # The seeds' way: frozen base inside a keras.Model, new softmax head, fit 10 epochs on images.
+    import json, sys, time
+    t0 = time.perf_counter()
+    import keras
+    from transferlab.backbones import load_backbone
+    data = sys.argv[1]
+    keras.utils.set_random_seed(0)
+    train = keras.utils.image_dataset_from_directory(data + "/train", image_size=(224, 224), batch_size=32, seed=0)
+    val = keras.utils.image_dataset_from_directory(data + "/val", image_size=(224, 224), batch_size=32, shuffle=False)
+    base = load_backbone("efficientnet_lite0")  # raw pixels -> pooled features, preprocessing inside
+    base.trainable = False
+    inputs = keras.Input((224, 224, 3))
+    outputs = keras.layers.Dense(2, activation="softmax")(base(inputs, training=False))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    t1 = time.perf_counter()
+    model.fit(train, validation_data=val, epochs=10, verbose=0)
+    t2 = time.perf_counter()
+    loss, acc = model.evaluate(val, verbose=0)
+    print(json.dumps({"accuracy": acc, "fit_seconds": t2 - t1, "script_seconds": time.perf_counter() - t0}))
+""")
+
+THROUGHPUT = textwrap.dedent("""
+    import json, sys, tempfile, time
+    import numpy as np
+    from transferlab.backbones import resolve_backbone
+    from transferlab.data import load_dataset
+    from transferlab.data.pipeline import make_image_dataset
+    from transferlab.features.cache import FeatureCache
+    from transferlab.features.extract import extract_features
+    from transferlab.training.config import TrainConfig
+    from transferlab.training.trainer import feature_fingerprint, resize_for
+    data, batch = sys.argv[1], 32
+    ds = load_dataset(data, show_progress=False)
+    paths, keys = [r.path for r in ds.records], [r.sha256 for r in ds.records]
+    model, info = resolve_backbone("efficientnet_lite0")
+    resize = resize_for(TrainConfig(), info)
+    images = make_image_dataset(paths, None, resize, batch_size=batch)
+    model.predict(images.take(1), verbose=0)  # warm-up: tracing is not throughput
+    t = time.perf_counter(); model.predict(images, verbose=0); keras_s = time.perf_counter() - t
+    out = {"images": len(paths), "batch_size": batch, "keras_predict_images_per_s": len(paths) / keras_s}
+    for engine in ("onnx", "keras"):
+        with tempfile.TemporaryDirectory() as cache_dir:
+            cache = FeatureCache(cache_dir, feature_fingerprint(info, resize))
+            # convert/trace once on a few images, then time a cold extraction of all of them
+            extract_features(paths[:8], keys[:8], model, resize, cache, engine=engine, show_progress=False)
+            cache = FeatureCache(cache_dir + "/timed", feature_fingerprint(info, resize))
+            if engine == "onnx":
+                import shutil; shutil.copy(cache_dir + "/features/" + cache.fingerprint + "/backbone.onnx", cache.directory)
+            t = time.perf_counter()
+            r = extract_features(paths, keys, model, resize, cache, engine=engine, show_progress=False)
+            out[f"transferlab_{engine}_images_per_s"] = len(paths) / (time.perf_counter() - t)
+            out[f"transferlab_{engine}_engine_used"] = r.engine
+    print(json.dumps(out))
+""")
+
+
+def _run(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"command failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    return elapsed, proc.stdout
+
+
+def _last_json(stdout: str) -> dict:
+    return json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--out", default=str(HERE / "results" / "train.json"))
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="tl-bench-"))
+    cli = [sys.executable, "-m", "transferlab.cli", "-q", "train", args.data, "--runs-dir", str(work / "runs"),
+           "--cache-dir", str(work / "cache")]
+    results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                 "platform": platform.platform()}, "data": args.data}
+    for label in ("cold", "warm"):
+        wall, _ = _run(cli + ["--name", label])
+        metrics = json.loads((work / "runs" / label / "metrics.json").read_text())
+        config = json.loads((work / "runs" / label / "config.json").read_text())
+        results[f"transferlab_{label}"] = {"wall_seconds": wall, "accuracy": metrics["accuracy"],
+                                           "split": metrics["split"], **config["feature_cache"],
+                                           "head_seconds": config["timing"]["head_seconds"]}
+    wall, out = _run([sys.executable, "-c", PLAIN_KERAS, args.data])
+    results["plain_keras"] = {"wall_seconds": wall, **_last_json(out)}
+    _, out = _run([sys.executable, "-c", THROUGHPUT, args.data])
+    results["throughput"] = _last_json(out)
+    shutil.rmtree(work, ignore_errors=True)
+
+    plain = results["plain_keras"]
+    cold, warm = results["transferlab_cold"], results["transferlab_warm"]
+    tp = results["throughput"]
+    print(f"{'':28} {'accuracy':>9} {'wall s':>8}")
+    print(f"{'plain Keras (10 epochs)':28} {plain['accuracy']:9.4f} {plain['wall_seconds']:8.1f}  (fit {plain['fit_seconds']:.1f} s)")
+    print(f"{'transferlab train, cold':28} {cold['accuracy']:9.4f} {cold['wall_seconds']:8.1f}  "
+          f"({cold['wall_seconds'] / plain['wall_seconds']:.2f}x of plain; target <= 0.5)")
+    print(f"{'transferlab train, warm':28} {warm['accuracy']:9.4f} {warm['wall_seconds']:8.1f}  "
+          f"({warm['wall_seconds'] / plain['wall_seconds']:.2f}x of plain; target <= 0.1)")
+    print(f"extraction images/s: keras predict {tp['keras_predict_images_per_s']:.1f}, "
+          f"transferlab onnx {tp['transferlab_onnx_images_per_s']:.1f} "
+          f"({tp['transferlab_onnx_images_per_s'] / tp['keras_predict_images_per_s']:.2f}x), "
+          f"transferlab keras {tp['transferlab_keras_images_per_s']:.1f}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

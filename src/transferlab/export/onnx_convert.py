@@ -1,0 +1,60 @@
+"""Keras -> ONNX conversion through a traced ``tf.function`` and tf2onnx.
+
+Used twice: by the feature extractor (a backbone runs faster under ONNX Runtime on CPU) and by
+the exporter (a deployable classifier). Tracing the model as a plain function of one input
+keeps every weight and constant inside the graph, so the ONNX model has exactly one input.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+ONNX_OPSET = 17
+
+
+def keras_to_onnx(model, path: str | os.PathLike, *, input_size: int, input_dtype: str = "float32",
+                  input_name: str = "image", opset: int = ONNX_OPSET) -> Path:
+    """Convert ``model`` (N, S, S, 3) -> outputs to an ONNX file, written atomically.
+
+    Raises:
+        ImportError: tf2onnx is not installed.
+    """
+    from transferlab._tf import import_tf
+
+    tf = import_tf()
+    import logging
+
+    import tf2onnx  # imported here: not needed at predict time
+
+    tf2onnx.logging.set_level(logging.ERROR)  # its per-conversion INFO lines are noise to users
+
+    spec = (tf.TensorSpec((None, input_size, input_size, 3), getattr(tf, input_dtype), name=input_name),)
+
+    @tf.function(input_signature=spec)
+    def serve(image):
+        return model(tf.cast(image, tf.float32), training=False)
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".onnx")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(proto.SerializeToString())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def onnx_session(path: str | os.PathLike, threads: int | None = None):
+    """An ONNX Runtime CPU session using all cores (or ``threads``)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -1,0 +1,170 @@
+"""Phase 1 of training: run each image once through the frozen backbone, through the cache.
+
+Only images whose features are not cached are decoded and run. Decoding and resizing happen
+in parallel ``tf.data`` threads while the backbone runs, so the network never waits on JPEG
+decoding. The backbone runs under ONNX Runtime when that is available and its features match
+Keras within 1e-4 on the first batch (it is several times faster than ``model.predict`` on
+CPU at small batches), else under a compiled ``tf.function``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from transferlab.data.pipeline import ResizeConfig, make_image_dataset
+from transferlab.features.cache import FeatureCache
+from transferlab.progress import progress_bar
+
+logger = logging.getLogger("transferlab")
+
+ENGINES = ("auto", "onnx", "keras")
+PARITY_TOLERANCE = 1e-4
+# Measured on 2 CPU cores: ONNX Runtime throughput peaks at small batches (8-16) and drops
+# at 64; the Keras path prefers larger ones.
+_ONNX_BATCH = 16
+_KERAS_BATCH = 32
+
+
+@dataclass
+class ExtractionResult:
+    """Features of the requested images, row-aligned with the input; ``failed`` rows are zero."""
+
+    features: np.ndarray  # (N, D) float32
+    hits: int = 0
+    misses: int = 0
+    engine: str = "none"
+    seconds: float = 0.0
+    failed: list[int] = field(default_factory=list)
+    parity_max_abs_diff: float | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.misses / self.seconds if self.seconds > 0 else float("nan")
+
+
+class KerasEngine:
+    """The backbone under a traced ``tf.function`` (no per-call ``predict`` overhead)."""
+
+    name = "keras"
+
+    def __init__(self, model):
+        from transferlab._tf import import_tf
+
+        tf = import_tf()
+        self._fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self._fn(images), dtype=np.float32)
+
+
+class OnnxEngine:
+    """The backbone converted to ONNX (converted once per fingerprint, kept in the cache)."""
+
+    name = "onnx"
+
+    def __init__(self, model, cache: FeatureCache, input_size: int):
+        from transferlab.export.onnx_convert import keras_to_onnx, onnx_session
+
+        path = cache.directory / "backbone.onnx"
+        if not path.exists():
+            logger.info("Converting the backbone to ONNX (once per backbone setting) ...")
+            keras_to_onnx(model, path, input_size=input_size)
+        self._session = onnx_session(path)
+        self._input = self._session.get_inputs()[0].name
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input: images.astype(np.float32, copy=False)})[0]
+
+
+def _make_engine(kind: str, model, cache: FeatureCache, input_size: int):
+    if kind == "keras":
+        return KerasEngine(model)
+    try:
+        return OnnxEngine(model, cache, input_size)
+    except Exception as exc:  # noqa: BLE001 - any conversion failure falls back to Keras
+        if kind == "onnx":
+            raise
+        logger.info("ONNX Runtime not used for extraction (%s: %s); using Keras.", type(exc).__name__, exc)
+        return KerasEngine(model)
+
+
+def extract_features(
+    paths: Sequence[str],
+    keys: Sequence[str],
+    model,
+    resize: ResizeConfig,
+    cache: FeatureCache,
+    *,
+    engine: str = "auto",
+    batch_size: int | None = None,
+    out: np.ndarray | None = None,
+    show_progress: bool = True,
+    desc: str = "Extracting features",
+) -> ExtractionResult:
+    """Return features for every image, computing only what the cache lacks.
+
+    Args:
+        paths: image files (N,).
+        keys: content hashes (SHA-256 hex) of those files (N,); identical keys are computed once.
+        model: backbone mapping (B, S, S, 3) raw pixels to (B, D) features.
+        resize: decode/resize settings (part of the cache fingerprint).
+        cache: the feature cache for this backbone setting.
+        engine: "auto" (ONNX Runtime if it matches Keras, else Keras), "onnx" or "keras".
+        out: optional preallocated (N, D) float32 array, e.g. a ``numpy.memmap``.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}.")
+    if len(paths) != len(keys):
+        raise ValueError("paths and keys must have the same length.")
+    dim = int(model.output_shape[-1])
+    features = out if out is not None else np.zeros((len(paths), dim), dtype=np.float32)
+    missing_rows = cache.gather(keys, features)
+    result = ExtractionResult(features=features, hits=len(paths) - len(missing_rows))
+
+    # Unique missing contents, each computed once, then copied to every row that needs it.
+    rows_by_key: dict[str, list[int]] = {}
+    for row in missing_rows:
+        rows_by_key.setdefault(keys[row], []).append(row)
+    todo = list(rows_by_key)
+    result.misses = len(missing_rows)
+    if cache.corrupt_entries:
+        logger.warning("Feature cache: %d corrupt entr%s found and recomputed.", cache.corrupt_entries,
+                       "y" if cache.corrupt_entries == 1 else "ies")
+    logger.info("Feature cache: %d hit%s, %d miss%s (%s)", result.hits, "" if result.hits == 1 else "s",
+                result.misses, "" if result.misses == 1 else "es", cache.directory)
+    if not todo:
+        return result
+
+    start = time.perf_counter()
+    runner = _make_engine(engine, model, cache, resize.size)
+    batch_size = batch_size or (_ONNX_BATCH if runner.name == "onnx" else _KERAS_BATCH)
+    first_path = {key: paths[rows[0]] for key, rows in rows_by_key.items()}
+    dataset = make_image_dataset([first_path[k] for k in todo], list(range(len(todo))), resize,
+                                 batch_size=batch_size)
+    done: set[int] = set()
+    with progress_bar(total=len(todo), desc=desc, unit="img", enabled=show_progress) as bar:
+        for images, index in dataset.as_numpy_iterator():
+            batch_features = runner(images)
+            if result.parity_max_abs_diff is None and runner.name == "onnx":
+                reference = KerasEngine(model)(images)
+                diff = float(np.max(np.abs(reference - batch_features)))
+                result.parity_max_abs_diff = diff
+                if diff > PARITY_TOLERANCE:
+                    logger.info("ONNX features differ from Keras by %.2e (> %.0e); using Keras.", diff,
+                                PARITY_TOLERANCE)
+                    runner, batch_features = KerasEngine(model), reference
+            for i, vector in zip(index.tolist(), batch_features):
+                key = todo[i]
+                cache.put(key, vector)
+                features[rows_by_key[key]] = vector
+                done.add(i)
+            bar.update(len(index))
+    result.engine = runner.name
+    result.seconds = time.perf_counter() - start
+    result.failed = sorted(row for i, key in enumerate(todo) if i not in done for row in rows_by_key[key])
+    return result
