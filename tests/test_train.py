@@ -33,7 +33,7 @@ def test_run_directory_contents(setup):
     root, backbone, data = setup
     clf = _train(root, backbone, data, "first")
     run = clf.run_dir
-    for name in ("model.keras", "labels.txt", "config.json", "splits.csv", "history.csv", "bad_files.txt",
+    for name in ("model.keras", "labels.txt", "config.json", "splits.csv", "history.csv", "bad_files.txt", "predictions.csv",
                  "metrics.json", "confusion_matrix.png", "training_curves.png"):
         assert (run / name).is_file() and (run / name).stat().st_size > 0, name
     assert (run / "labels.txt").read_text().split() == ["blue", "green", "red"]

@@ -13,6 +13,7 @@ Run directory (``runs/<name>/``)::
     bad_files.txt          skipped files with reasons
     history.csv            per-epoch loss/accuracy (train and validation)
     metrics.json           evaluation report on the test split (validation split when no test)
+    predictions.csv        per-image label, prediction and probabilities on that split
     confusion_matrix.png, training_curves.png
 """
 
@@ -122,9 +123,22 @@ def _extract_all(dataset: ImageDataset, splits: dict, backbone, info, resize, co
     index = dataset.class_to_index
     for s in ("train", "val", "test"):
         rows = [i for i in range(start, start + len(splits[s])) if i not in failed]
-        arrays[s] = (result.features[rows], np.array([index[records[i].label] for i in rows], dtype=np.int64))
+        arrays[s] = (result.features[rows], np.array([index[records[i].label] for i in rows], dtype=np.int64),
+                     [records[i] for i in rows])
         start += len(splits[s])
     return arrays, result, cache
+
+
+def write_predictions(path: Path, records, labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> Path:
+    """Per-image results of the evaluated split: ``path,label,predicted,confidence,p_<class>...``."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "predicted", "confidence"] + [f"p_{c}" for c in class_names])
+        for record, p in zip(records, probs):
+            best = int(np.argmax(p))
+            writer.writerow([record.path, record.label, class_names[best], f"{p[best]:.6f}"]
+                            + [f"{v:.6f}" for v in p])
+    return path
 
 
 def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_progress: bool = True,
@@ -162,7 +176,7 @@ def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_pr
                 info.name, resize.size, info.feature_dim, info.feature_layer, info.preprocess, resize.mode)
 
     arrays, extraction, cache = _extract_all(dataset, splits, backbone, info, resize, config, show_progress)
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = arrays["train"], arrays["val"], arrays["test"]
+    (x_train, y_train, _), (x_val, y_val, _), (x_test, y_test, _) = arrays["train"], arrays["val"], arrays["test"]
 
     import keras
 
@@ -177,7 +191,7 @@ def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_pr
     logger.info("Head trained: %d epochs in %.1f s", len(history.get("loss", [])), head_seconds)
 
     eval_split = "test" if len(x_test) else "val"
-    x_eval, y_eval = (x_test, y_test) if eval_split == "test" else (x_val, y_val)
+    x_eval, y_eval, eval_records = arrays[eval_split]
     model = assemble_classifier(backbone, head)
     model.save(run_dir / MODEL_FILE)
 
@@ -189,6 +203,7 @@ def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_pr
         if eval_split == "val":
             metrics["note"] = "no test split: metrics are on the validation split that drove early stopping"
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        write_predictions(run_dir / "predictions.csv", eval_records, y_eval, probs, dataset.class_names)
         plot_confusion_matrix(np.array(metrics["confusion_matrix"]), dataset.class_names,
                               run_dir / "confusion_matrix.png", title=f"Confusion matrix ({eval_split} split)")
     _write_history(run_dir / "history.csv", history)
