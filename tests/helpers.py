@@ -7,18 +7,31 @@ from pathlib import Path
 TINY_SIZE = 32
 
 
-def save_tiny_cnn(path: Path, num_classes: int = 4, size: int = TINY_SIZE, seed: int = 0) -> Path:
-    """A small CNN classifier saved as ``.keras``: usable as a "personal model" backbone."""
+def save_tiny_cnn(path: Path, num_classes: int = 4, size: int = TINY_SIZE, seed: int = 0,
+                  batchnorm: bool = False) -> Path:
+    """A small CNN classifier saved as ``.keras``: usable as a "personal model" backbone.
+
+    ``batchnorm`` adds BatchNormalization layers with non-trivial moving statistics.
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((size, size, 3), name="pixels")
     x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
     x = keras.layers.Conv2D(8, 3, activation="relu", name="conv1")(x)
+    if batchnorm:
+        x = keras.layers.BatchNormalization(name="bn1")(x)
     x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", name="conv2")(x)
+    if batchnorm:
+        x = keras.layers.BatchNormalization(name="bn2")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="classifier")(x)
     model = keras.Model(inputs, outputs, name="tiny_cnn")
+    if batchnorm:  # moving statistics that a wrongly unfrozen BN would visibly change
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                gamma, beta, mean, var = layer.get_weights()
+                layer.set_weights([gamma, beta, mean + 0.3, var * 2.0])
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     return path

@@ -238,9 +238,10 @@ def test_pipeline_shapes_dtypes_ranges_and_augmentation(tmp_path):
     paths = [r.path for r in ds.records]
     labels = ds.labels(ds.records)
     plain = list(make_image_dataset(paths, labels, ResizeConfig(24), batch_size=4))
-    assert [x.shape[0] for x, _ in plain] == [4, 4, 1]
-    x, y = plain[0]
+    assert [x.shape[0] for x, _, _ in plain] == [4, 4, 1]
+    x, y, w = plain[0]
     assert x.dtype.name == "float32" and tuple(x.shape[1:]) == (24, 24, 3) and y.dtype.name == "int32"
+    assert w.numpy().tolist() == [1.0] * 4
     assert 0.0 <= float(np.min(x)) and float(np.max(x)) <= 255.0
     np.testing.assert_array_equal(x[0].numpy().astype(np.uint8), ResizeConfig(24).load(paths[0]))
 
@@ -262,9 +263,11 @@ def test_pipeline_skips_a_file_that_broke_after_checking(tmp_path):
     root = make_class_folders(tmp_path / "d", {"a": 3, "b": 3})
     ds = load_dataset(root, show_progress=False)
     Path(ds.records[0].path).write_bytes(b"")
-    batches = list(make_image_dataset([r.path for r in ds.records], ds.labels(ds.records), ResizeConfig(16),
-                                      batch_size=8))
-    assert sum(int(x.shape[0]) for x, _ in batches) == 5
+    paths, labels = [r.path for r in ds.records], ds.labels(ds.records)
+    (x, y, w), = list(make_image_dataset(paths, labels, ResizeConfig(16), batch_size=8))
+    assert w.numpy().tolist() == [0.0] + [1.0] * 5  # kept with weight 0: Keras ignores it
+    unlabeled = list(make_image_dataset(paths, None, ResizeConfig(16), batch_size=8))
+    assert sum(int(b.shape[0]) for b in unlabeled) == 5  # unlabeled: dropped
 
 
 # ------------------------------------------------------------------ CLI

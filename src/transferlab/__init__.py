@@ -41,6 +41,8 @@ _LAZY = {
     "get_backbone_info": "transferlab.backbones:get_backbone_info",
     "train": "transferlab.api:train",
     "load": "transferlab.api:load",
+    "resume": "transferlab.api:resume",
+    "TrainingInterrupted": "transferlab.training.checkpoint:TrainingInterrupted",
     "evaluate": "transferlab.api:evaluate",
     "predict": "transferlab.api:predict",
     "Classifier": "transferlab.api:Classifier",

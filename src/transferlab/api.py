@@ -12,9 +12,9 @@ import os
 from typing import Iterable
 
 from transferlab.inference import Classifier, Prediction, load
-from transferlab.training.trainer import train
+from transferlab.training.trainer import resume, train
 
-__all__ = ["Classifier", "evaluate", "load", "predict", "train"]
+__all__ = ["Classifier", "evaluate", "load", "predict", "resume", "train"]
 
 
 def evaluate(model: str | os.PathLike | Classifier, data: str | os.PathLike, **kwargs) -> dict:

@@ -123,6 +123,14 @@ _TRAIN_OPTIONS = [
     ("--label-smoothing", "label_smoothing", float, "label smoothing (default 0.1)"),
     ("--class-weight", "class_weight", str, "'balanced' to weight classes by inverse frequency"),
     ("--patience", "patience", int, "early stopping patience in epochs on validation loss (default 10)"),
+    ("--strategy", "strategy", str, "feature-extraction (default) or fine-tune"),
+    ("--unfreeze", "unfreeze", str, "fine-tune: 'all' or the number of top backbone layers with weights (default 20)"),
+    ("--unfreeze-from", "unfreeze_from", str, "fine-tune: unfreeze this layer and all above it"),
+    ("--fine-tune-epochs", "fine_tune_epochs", int, "fine-tune epochs (default 5)"),
+    ("--fine-tune-lr", "fine_tune_lr", float, "fine-tune learning rate (default: head rate / 10)"),
+    ("--fine-tune-batch-size", "fine_tune_batch_size", int, "fine-tune batch size (default 16)"),
+    ("--schedule", "schedule", str, "fine-tune learning-rate schedule: cosine (default, warm-up), constant, plateau"),
+    ("--warmup-epochs", "warmup_epochs", int, "fine-tune warm-up epochs of the cosine schedule (default 1)"),
     ("--engine", "engine", str, "feature extraction engine: auto (default), onnx, keras"),
     ("--cache-dir", "cache_dir", str, "feature cache folder (default: user cache dir or $TRANSFERLAB_CACHE_DIR)"),
     ("--runs-dir", "runs_dir", str, "where run directories go (default ./runs)"),
@@ -131,15 +139,31 @@ _TRAIN_OPTIONS = [
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from transferlab.training.checkpoint import TrainingInterrupted
     from transferlab.training.config import TrainConfig
-    from transferlab.training.trainer import train
+    from transferlab.training.trainer import resume, train
 
     settings = {field: getattr(args, field) for _, field, _, _ in _TRAIN_OPTIONS if getattr(args, field) is not None}
     if str(settings.get("weights", "")).lower() == "none":
         settings["weights"] = None
     settings["unsafe"] = args.unsafe
-    config = TrainConfig(**settings)
-    clf = train(args.data, config, show_progress=not args.quiet)
+    if args.no_augment:
+        settings["augment"] = None
+    try:
+        if args.resume:
+            if args.data or len(settings) > 1:
+                print("error: --resume continues a run with its own data and settings; pass only --resume RUN",
+                      file=sys.stderr)
+                return EXIT_USAGE
+            clf = resume(args.resume, show_progress=not args.quiet)
+        elif not args.data:
+            print("error: give the data folder (or --resume RUN)", file=sys.stderr)
+            return EXIT_USAGE
+        else:
+            clf = train(args.data, TrainConfig(**settings), show_progress=not args.quiet, from_model=args.from_model)
+    except TrainingInterrupted as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 130
     metrics = clf.metadata.get("metrics")
     if metrics:
         print(f"Test accuracy: {metrics['accuracy']:.4f} ({metrics['split']} split, {metrics['num_samples']} images)")
@@ -218,9 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_backbones)
 
     p = sub.add_parser("train", help="train a classifier on a labeled image folder or CSV")
-    p.add_argument("data", help="folder of class subfolders, pre-split folder (train/val/test) or CSV of path,label")
+    p.add_argument("data", nargs="?", help="folder of class subfolders, pre-split folder (train/val/test) or CSV")
     for flag, field, kind, text in _TRAIN_OPTIONS:
         p.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    p.add_argument("--no-augment", action="store_true", help="fine-tune without flip/brightness/contrast/zoom")
+    p.add_argument("--from", dest="from_model", metavar="MODEL",
+                   help="start from a saved model (run dir or .keras): same classes continue, new classes get a new head")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--unsafe", action="store_true", help="allow Lambda layers in a personal model (runs code from the file)")
     p.set_defaults(func=_cmd_train)
 

@@ -105,6 +105,7 @@ def make_image_dataset(
     shuffle: bool = False,
     augment: AugmentConfig | None = None,
     seed: int = 0,
+    epochs: tuple[int, int] | None = None,
     num_parallel_calls: int | None = None,
 ):
     """Build a streaming ``tf.data.Dataset`` over image files.
@@ -113,23 +114,30 @@ def make_image_dataset(
         paths: image files (already validated).
         labels: int class indices aligned with paths, or None for unlabeled data.
         resize: output size and resize mode.
-        shuffle: reshuffle file order each epoch (seeded, reproducible).
+        shuffle: shuffle the file order (seeded, reproducible).
         augment: random augmentation applied per image with seeded stateless ops.
+        epochs: ``(first, end)``: one dataset covering epochs first..end-1 back to back, each
+            epoch's order and augmentation derived from ``(seed, epoch)`` alone, so a run
+            resumed at epoch k sees exactly the data an uninterrupted run would have. Use with
+            ``fit(..., initial_epoch=first, steps_per_epoch=ceil(N / batch_size))``.
+            Without it, one pass whose order changes each time it is iterated.
 
     Returns:
-        Dataset of ``(images, labels)`` (or ``images`` when labels is None): images float32
-        (B, size, size, 3) with values in 0..255, labels int32 (B,).
+        Dataset of ``(images, labels, weights)``: images float32 (B, size, size, 3) with values
+        in 0..255, labels int32 (B,), weights float32 (B,) = 1, or 0 for a file that could not
+        be read any more (Keras then ignores it in losses and metrics). Keeping such a row
+        instead of dropping it keeps the number of batches known, which Keras needs to
+        iterate validation data correctly. Unlabeled (labels None): ``images`` only, unreadable
+        files dropped.
     """
     tf = import_tf()
     n = len(paths)
     if n == 0:
         raise ValueError("No images to read: the list of paths is empty.")
     size = resize.size
-    indices = tf.data.Dataset.range(n)
-    if shuffle:
-        indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     path_table = tf.constant(list(paths))
     label_table = tf.constant(np.asarray(labels, dtype=np.int32)) if labels is not None else None
+    calls = num_parallel_calls or tf.data.AUTOTUNE
 
     def read(path: bytes) -> tuple[np.ndarray, np.bool_]:
         try:
@@ -140,26 +148,36 @@ def make_image_dataset(
             logger.warning("skipped %s (it changed since it was checked)", exc)
             return np.zeros((size, size, 3), np.uint8), np.bool_(False)
 
-    def load(index):
+    def load(index, aug_seed):
         image, ok = tf.numpy_function(read, [path_table[index]], (tf.uint8, tf.bool), stateful=False)
         image = tf.cast(tf.ensure_shape(image, (size, size, 3)), tf.float32)
+        if augment is not None:
+            image = augment_image(image, aug_seed, augment)
         ok = tf.ensure_shape(ok, ())
         if label_table is None:
             return image, ok
-        return (image, label_table[index]), ok
+        return image, label_table[index], tf.cast(ok, tf.float32)
 
-    calls = num_parallel_calls or tf.data.AUTOTUNE
-    ds = indices.map(load, num_parallel_calls=calls, deterministic=True)
-    ds = ds.filter(_is_ok).map(_drop_flag)
-    if augment is not None:
-        # One independent seed pair per image, re-drawn each epoch, reproducible per seed.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds))
+    def one_epoch(epoch):
+        indices = tf.data.Dataset.range(n)
+        if shuffle:
+            epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + epoch
+            indices = indices.shuffle(n, seed=epoch_seed, reshuffle_each_iteration=False)
+        # Stateless per-image augmentation seed: (seed + epoch, index).
+        with_seeds = indices.map(lambda i: (i, tf.stack([tf.cast(seed, tf.int64) + epoch, i])))
+        ds = with_seeds.map(load, num_parallel_calls=calls, deterministic=True)
+        if label_table is None:
+            ds = ds.filter(_is_ok).map(_drop_flag)
+        return ds.batch(batch_size)
 
-        def augment_element(element, seed):
-            if label_table is None:
-                return augment_image(element, seed, augment)
-            return augment_image(element[0], seed, augment), element[1]
-
-        ds = ds.map(augment_element, num_parallel_calls=calls)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if epochs is not None:
+        first, end = epochs
+        # repeat(): Keras peeks one batch past the last epoch; never let it see "out of data".
+        ds = tf.data.Dataset.range(first, end).flat_map(one_epoch).repeat()
+    elif shuffle or augment is not None:
+        # A fresh epoch number each time the dataset is iterated (Keras iterates it per epoch).
+        counter = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+        ds = counter.flat_map(lambda r: one_epoch(tf.math.abs(r) % 1_000_000_007))
+    else:
+        ds = one_epoch(tf.constant(0, tf.int64))
+    return ds.prefetch(tf.data.AUTOTUNE)

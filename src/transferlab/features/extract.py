@@ -148,7 +148,11 @@ def extract_features(
                                  batch_size=batch_size)
     done: set[int] = set()
     with progress_bar(total=len(todo), desc=desc, unit="img", enabled=show_progress) as bar:
-        for images, index in dataset.as_numpy_iterator():
+        for images, index, readable in dataset.as_numpy_iterator():
+            if not readable.all():  # a file broke since it was checked: leave its row missing
+                images, index = images[readable > 0], index[readable > 0]
+                if not len(index):
+                    continue
             batch_features = runner(images)
             if result.parity_max_abs_diff is None and runner.name == "onnx":
                 reference = KerasEngine(model)(images)

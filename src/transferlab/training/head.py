@@ -7,6 +7,7 @@ afford many epochs with early stopping (validation loss, best weights restored).
 from __future__ import annotations
 
 import logging
+import os
 from typing import Sequence
 
 import numpy as np
@@ -58,6 +59,25 @@ def one_hot(labels: Sequence[int], num_classes: int) -> np.ndarray:
     return np.eye(num_classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
 
 
+def epoch_seeded_arrays(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, first_epoch: int, end_epoch: int):
+    """A tf.data pipeline over epochs first..end-1 of in-memory data, each epoch shuffled by (seed, epoch).
+
+    Deterministic per epoch, so a resumed run sees the same batches as an uninterrupted one.
+    (Keras rebuilds its NumPy adapter every epoch, which costs ~3x more than training a head.)
+    """
+    import tensorflow as tf
+
+    base = tf.data.Dataset.from_tensor_slices((x, y)).cache()
+    n = len(x)
+
+    def one_epoch(epoch):
+        return base.shuffle(n, seed=tf.cast(seed, tf.int64) * 1_000_003 + epoch,
+                            reshuffle_each_iteration=False).batch(batch_size)
+
+    # repeat(): Keras peeks one batch past the last epoch; never let it see "out of data".
+    return tf.data.Dataset.range(first_epoch, end_epoch).flat_map(one_epoch).repeat().prefetch(2)
+
+
 def fit_head(
     head: keras.Model,
     x_train: np.ndarray,
@@ -73,33 +93,45 @@ def fit_head(
     patience: int = 10,
     seed: int = 0,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    early_stopping: keras.callbacks.EarlyStopping | None = None,
+    initial_epoch: int = 0,
+    restore_state: "os.PathLike | None" = None,
     verbose: int = 0,
 ) -> dict[str, list[float]]:
-    """Fit ``head`` on features; returns the Keras history (``loss``, ``accuracy``, ``val_*``).
+    """Fit ``head`` on features; returns the Keras history of this call (``loss``, ``accuracy``, ``val_*``).
 
     Args:
         x_train: (N, D) float32 features; y_train: (N,) int labels. Same for the validation
             set, which drives early stopping (skipped when there is no validation data).
+        early_stopping: a ready callback (e.g. resumable); default: a new one when there is
+            validation data and ``patience > 0``.
+        initial_epoch, restore_state: continue a checkpointed head: its weights and optimizer
+            state are loaded from ``restore_state`` (see ``training.checkpoint``) after compiling.
     """
     import tensorflow as tf
 
     num_classes = int(head.output_shape[-1])
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seed + initial_epoch)
     compile_classifier(head, learning_rate, label_smoothing)
+    if restore_state is not None:
+        from transferlab.training.checkpoint import load_training_state
+
+        load_training_state(head, restore_state)
     has_val = x_val is not None and len(x_val) > 0
     all_callbacks = list(callbacks)
-    if has_val and patience > 0:
-        all_callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
-                                                           restore_best_weights=True))
+    if has_val and early_stopping is None and patience > 0:
+        early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                                       restore_best_weights=True)
+    if has_val and early_stopping is not None:
+        all_callbacks.insert(0, early_stopping)
     weights = balanced_class_weight(np.asarray(y_train), num_classes) if class_weight == "balanced" else None
-    # Cached tf.data pipelines instead of NumPy arrays: Keras rebuilds its NumPy adapter every
-    # epoch, which costs ~3x more than the training itself on bottleneck-sized data.
-    train_data = (tf.data.Dataset.from_tensor_slices((np.asarray(x_train, np.float32), one_hot(y_train, num_classes)))
-                  .cache().shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size))
+    x_train = np.asarray(x_train, np.float32)
+    train_data = epoch_seeded_arrays(x_train, one_hot(y_train, num_classes), batch_size, seed, initial_epoch, epochs)
     val_data = None
     if has_val:
         val_data = tf.data.Dataset.from_tensor_slices(
             (np.asarray(x_val, np.float32), one_hot(y_val, num_classes))).batch(512).cache()
-    history = head.fit(train_data, validation_data=val_data, epochs=epochs, class_weight=weights, shuffle=False,
+    history = head.fit(train_data, validation_data=val_data, epochs=epochs, initial_epoch=initial_epoch,
+                       steps_per_epoch=-(-len(x_train) // batch_size), class_weight=weights, shuffle=False,
                        callbacks=all_callbacks, verbose=verbose)
     return {k: [float(v) for v in values] for k, values in history.history.items()}

@@ -39,6 +39,16 @@ from transferlab.evaluation.plots import plot_confusion_matrix, plot_training_cu
 from transferlab.features.cache import FeatureCache, default_cache_dir
 from transferlab.features.extract import extract_features
 from transferlab.inference import LABELS_FILE, MODEL_FILE, RUN_CONFIG, Classifier, KerasRuntime
+from transferlab.training.checkpoint import (
+    CHECKPOINT_DIR,
+    EpochCheckpoint,
+    ResumableEarlyStopping,
+    load_weights,
+    read_state,
+    save_weights,
+    stop_on_sigint,
+    write_json_atomic,
+)
 from transferlab.training.config import TrainConfig
 from transferlab.training.head import build_head, fit_head
 
@@ -101,14 +111,15 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
-def _write_history(path: Path, history: dict[str, list[float]]) -> None:
-    keys = list(history)
+def _write_history(path: Path, history: dict[str, list[float]], boundaries: list[int] = ()) -> None:
+    keys = sorted(k for k in history if k != "learning_rate") + (["learning_rate"] if "learning_rate" in history else [])
     epochs = max((len(v) for v in history.values()), default=0)
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["epoch"] + keys)
+        writer.writerow(["epoch", "phase"] + keys)
         for e in range(epochs):
-            writer.writerow([e + 1] + [history[k][e] if e < len(history[k]) else "" for k in keys])
+            phase = "fine-tune" if boundaries and e >= boundaries[0] else "head"
+            writer.writerow([e + 1, phase] + [history[k][e] if e < len(history[k]) else "" for k in keys])
 
 
 def _extract_all(dataset: ImageDataset, splits: dict, backbone, info, resize, config, show_progress):
@@ -141,63 +152,218 @@ def write_predictions(path: Path, records, labels: np.ndarray, probs: np.ndarray
     return path
 
 
+def _train_head(head, arrays, config: TrainConfig, run_dir: Path, state: dict | None):
+    """Phase 1 head fit with per-epoch checkpoints; continues a checkpointed head when resuming."""
+    (x_train, y_train, _), (x_val, y_val, _) = arrays["train"], arrays["val"]
+    early = ResumableEarlyStopping(run_dir, config.patience, (state or {}).get("early_stopping")) \
+        if len(x_val) and config.patience > 0 else None
+    checkpoint = EpochCheckpoint(run_dir, "head", config.seed, (state or {}).get("history"), early_stopping=early)
+    with stop_on_sigint(checkpoint):
+        fit_head(head, x_train, y_train, x_val, y_val, epochs=config.epochs, batch_size=config.batch_size,
+                 learning_rate=config.learning_rate, label_smoothing=config.label_smoothing,
+                 class_weight=config.class_weight, patience=config.patience, seed=config.seed,
+                 callbacks=[checkpoint, *extra_callbacks(run_dir, config)], early_stopping=early,
+                 initial_epoch=(state or {}).get("epochs_done", 0),
+                 restore_state=run_dir / CHECKPOINT_DIR / "state.npz" if state else None)
+    return checkpoint.history
+
+
+def _fine_tune_phase(model, arrays, resize, config: TrainConfig, run_dir: Path, state: dict | None,
+                     num_classes: int, head_history: dict) -> dict[str, list[float]]:
+    """Phase 2: unfreeze the top of the backbone and train on augmented images."""
+    from transferlab.training.finetune import fine_tune, schedule_callbacks
+
+    train_records, val_records = arrays["train"][2], arrays["val"][2]
+    index = {name: i for i, name in enumerate(model_classes(run_dir))}
+    early = ResumableEarlyStopping(run_dir, config.patience, (state or {}).get("early_stopping")) \
+        if val_records and config.patience > 0 else None
+    plateau = next(iter(schedule_callbacks(config.schedule, config.patience)), None)
+    checkpoint = EpochCheckpoint(run_dir, "fine-tune", config.seed, (state or {}).get("history"),
+                                 early_stopping=early, plateau=plateau, plateau_state=(state or {}).get("plateau"),
+                                 extra_state={"head_history": head_history})
+    callbacks = [c for c in (early, plateau) if c is not None] + [checkpoint, *extra_callbacks(run_dir, config)]
+    with stop_on_sigint(checkpoint):
+        fine_tune(model, ([r.path for r in train_records], [index[r.label] for r in train_records]),
+                  ([r.path for r in val_records], [index[r.label] for r in val_records]), resize, config,
+                  num_classes=num_classes, callbacks=callbacks,
+                  initial_epoch=(state or {}).get("epochs_done", 0),
+                  restore_state=run_dir / CHECKPOINT_DIR / "state.npz" if state else None)
+    return checkpoint.history
+
+
+def extra_callbacks(run_dir: Path, config: TrainConfig) -> list:
+    """Optional callbacks (TensorBoard) named in the config."""
+    return []
+
+
+def model_classes(run_dir: Path) -> list[str]:
+    return (run_dir / LABELS_FILE).read_text(encoding="utf-8").split("\n")[:-1]
+
+
+def _evaluate_images(model, records, resize, class_names) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (N, C) of a full model on image files, and a mask of the readable ones."""
+    from transferlab.data.pipeline import make_image_dataset
+
+    index = {name: i for i, name in enumerate(class_names)}
+    data = make_image_dataset([r.path for r in records], [index[r.label] for r in records], resize, batch_size=32)
+    probs, ok = [], []
+    for images, _, weights in data.as_numpy_iterator():
+        probs.append(model.predict_on_batch(images))
+        ok.append(weights > 0)
+    return np.concatenate(probs), np.concatenate(ok)
+
+
+def _start_metadata(config: TrainConfig, data, dataset: ImageDataset, info, resize: ResizeConfig, note: str) -> dict:
+    return {
+        "status": "running",
+        "config": config.to_dict(),
+        "class_names": dataset.class_names,
+        "resize": resize.to_dict(),
+        "backbone": info.to_dict(),
+        "warm_start": note or None,
+        "data": {"source": str(Path(data).resolve()), "layout": dataset.layout,
+                 "counts": {s: dataset.counts(s) for s in ("train", "val", "test")},
+                 "bad_files": len(dataset.bad_files)},
+        "versions": versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_progress: bool = True,
-          **settings) -> Classifier:
+          from_model: str | os.PathLike | None = None, **settings) -> Classifier:
     """Train a classifier on a labeled image folder (or CSV) and write a run directory.
 
     Args:
         data: folder of class subfolders, pre-split folder, or CSV of path,label.
         config: a :class:`TrainConfig`; keyword ``settings`` override its fields
             (``train("photos/", backbone="mobilenet_v2", epochs=30)``).
+        from_model: start from a saved model (``runs/old`` or a ``.keras`` file): same classes
+            continue its head, other classes get a new classifier on its backbone.
 
     Returns:
         The trained :class:`~transferlab.inference.Classifier`; ``clf.run_dir`` is the run directory
         and ``clf.metadata["metrics"]`` the evaluation report.
+
+    Raises:
+        TrainingInterrupted: after Ctrl-C; the run resumes with :func:`resume`.
     """
     config = (config or TrainConfig()).replace(**settings) if settings else (config or TrainConfig())
-    started = time.perf_counter()
-    from transferlab.backbones import resolve_backbone
-
     dataset = load_dataset(data, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
                            seed=config.seed, show_progress=show_progress)
+    if not dataset.split("train"):
+        raise ValueError("The training split is empty: add images or lower --val-fraction/--test-fraction.")
     run_dir = new_run_dir(config.runs_dir, config.name, Path(data).stem)
     logger.info("Run directory: %s", run_dir)
-    dataset.write_splits(run_dir / "splits.csv")
-    dataset.write_bad_files(run_dir / "bad_files.txt")
-    splits = {s: dataset.split(s) for s in ("train", "val", "test")}
-    if not splits["train"]:
-        raise ValueError("The training split is empty: add images or lower --val-fraction/--test-fraction.")
+    return _run(data, dataset, config, run_dir, None, show_progress, from_model)
 
-    backbone, info = resolve_backbone(config.backbone, weights=config.weights, input_size=config.image_size,
-                                      feature_layer=config.feature_layer, preprocess=config.preprocess,
-                                      unsafe=config.unsafe)
-    resize = resize_for(config, info)
-    logger.info("Backbone %s: %d px input, %d features from layer %s, preprocessing %s, resize %s",
-                info.name, resize.size, info.feature_dim, info.feature_layer, info.preprocess, resize.mode)
 
-    arrays, extraction, cache = _extract_all(dataset, splits, backbone, info, resize, config, show_progress)
-    (x_train, y_train, _), (x_val, y_val, _), (x_test, y_test, _) = arrays["train"], arrays["val"], arrays["test"]
+def resume(run_dir: str | os.PathLike, *, show_progress: bool = True) -> Classifier:
+    """Continue an interrupted run from its last checkpoint, up to the planned epochs."""
+    run_dir = Path(run_dir)
+    meta_path = run_dir / RUN_CONFIG
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no {RUN_CONFIG}).")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("status") == "complete":
+        raise ValueError(f"Run {run_dir} is already complete; nothing to resume.")
+    config = TrainConfig.from_dict(meta["config"])
+    data = meta["data"]["source"]
+    dataset = load_dataset(data, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
+                           seed=config.seed, show_progress=show_progress)
+    state = read_state(run_dir)
+    logger.info("Resuming %s: %s", run_dir, f"{state['phase']} phase after epoch {state['epochs_done']}"
+                if state else "no epoch completed yet")
+    return _run(data, dataset, config, run_dir, state, show_progress, meta.get("from_model"))
 
+
+def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state: dict | None,
+         show_progress: bool, from_model) -> Classifier:
     import keras
 
-    keras.utils.set_random_seed(config.seed)  # before building: initial weights are seeded too
-    head = build_head(info.feature_dim, len(dataset.class_names), hidden_units=config.hidden_units,
-                      dropout=config.dropout)
-    head_start = time.perf_counter()
-    history = fit_head(head, x_train, y_train, x_val, y_val, epochs=config.epochs, batch_size=config.batch_size,
-                       learning_rate=config.learning_rate, label_smoothing=config.label_smoothing,
-                       class_weight=config.class_weight, patience=config.patience, seed=config.seed)
-    head_seconds = time.perf_counter() - head_start
-    logger.info("Head trained: %d epochs in %.1f s", len(history.get("loss", [])), head_seconds)
+    from transferlab.backbones import check_fine_tunable, resolve_backbone
+    from transferlab.training.finetune import find_base, set_trainable_top
+    from transferlab.training.warmstart import warm_start
 
-    eval_split = "test" if len(x_test) else "val"
-    x_eval, y_eval, eval_records = arrays[eval_split]
+    started = time.perf_counter()
+    dataset.write_splits(run_dir / "splits.csv")
+    dataset.write_bad_files(run_dir / "bad_files.txt")
+    (run_dir / LABELS_FILE).write_text("\n".join(dataset.class_names) + "\n", encoding="utf-8")
+    splits = {s: dataset.split(s) for s in ("train", "val", "test")}
+    classes = len(dataset.class_names)
+
+    warm, note = None, ""
+    if from_model:
+        warm = warm_start(from_model, dataset.class_names, hidden_units=config.hidden_units, unsafe=config.unsafe)
+        backbone, info, note = warm.backbone, warm.info, warm.note
+        logger.info(note)
+    else:
+        backbone, info = resolve_backbone(config.backbone, weights=config.weights, input_size=config.image_size,
+                                          feature_layer=config.feature_layer, preprocess=config.preprocess,
+                                          unsafe=config.unsafe)
+    if config.strategy == "fine-tune":
+        check_fine_tunable(info)
+    resize = ResizeConfig(**warm.resize) if warm and warm.resize else resize_for(config, info)
+    logger.info("Backbone %s: %d px input, %d features from layer %s, preprocessing %s, resize %s",
+                info.name, resize.size, info.feature_dim, info.feature_layer, info.preprocess, resize.mode)
+    metadata = _start_metadata(config, data, dataset, info, resize, note)
+    metadata["from_model"] = str(from_model) if from_model else None
+    (run_dir / RUN_CONFIG).write_text(json.dumps(metadata, indent=2, default=str), encoding="utf-8")
+
+    arrays, extraction, cache = _extract_all(dataset, splits, backbone, info, resize, config, show_progress)
+
+    # ---- phase 1: the head on cached features (rebuilt from the config, then checkpoints loaded)
+    ckpt = run_dir / CHECKPOINT_DIR
+    keras.utils.set_random_seed(config.seed)  # before building: initial weights are seeded too
+    if warm is not None and warm.head is not None:
+        head = warm.head
+    else:
+        head = build_head(info.feature_dim, classes, hidden_units=config.hidden_units, dropout=config.dropout)
+        if warm is not None and warm.hidden_weights is not None:
+            head.get_layer("hidden").set_weights(warm.hidden_weights)
+    head_done = state is not None and (state["phase"] == "fine-tune" or state.get("complete", False))
+    head_start = time.perf_counter()
+    if head_done:
+        head_history = state["head_history"]
+        load_weights(head, ckpt / "head.npz")
+    else:
+        head_history = _train_head(head, arrays, config, run_dir, state)
+        # Mark phase 1 complete (with the restored best head) so a resume never refits it.
+        save_weights(head, ckpt / "head.npz")
+        state = {"phase": "head", "complete": True, "epochs_done": len(head_history.get("loss", [])),
+                 "seed": config.seed, "history": head_history, "head_history": head_history}
+        write_json_atomic(ckpt / "state.json", state)
+    head_seconds = time.perf_counter() - head_start
+    logger.info("Head trained: %d epochs in %.1f s", len(head_history.get("loss", [])), head_seconds)
+
+    # ---- phase 2 (optional): fine-tune the top of the backbone on images
     model = assemble_classifier(backbone, head)
+    history, boundaries, fine_seconds = dict(head_history), [], 0.0
+    if config.strategy == "fine-tune":
+        fine_start = time.perf_counter()
+        unfrozen = set_trainable_top(find_base(model), config.unfreeze, config.unfreeze_from)
+        logger.info("Fine-tuning %d layer(s) of the backbone (BatchNorm stays frozen): %s%s", len(unfrozen),
+                    ", ".join(unfrozen[:8]), " ..." if len(unfrozen) > 8 else "")
+        fine_state = state if state["phase"] == "fine-tune" else None
+        fine_history = _fine_tune_phase(model, arrays, resize, config, run_dir, fine_state, classes, head_history)
+        write_json_atomic(ckpt / "state.json", {**read_state(run_dir), "complete": True, "head_history": head_history})
+        find_base(model).trainable = False
+        boundaries = [len(head_history.get("loss", []))]
+        for key in set(history) | set(fine_history):
+            history[key] = head_history.get(key, [float("nan")] * boundaries[0]) + fine_history.get(key, [])
+        fine_seconds = time.perf_counter() - fine_start
     model.save(run_dir / MODEL_FILE)
 
+    # ---- evaluation on the test split (validation split when there is none)
+    eval_split = "test" if len(arrays["test"][0]) else "val"
+    x_eval, y_eval, eval_records = arrays[eval_split]
     metrics = None
-    if len(x_eval):
-        probs = head.predict(x_eval, batch_size=256, verbose=0)
+    if len(eval_records):
+        if config.strategy == "fine-tune":
+            probs, readable = _evaluate_images(model, eval_records, resize, dataset.class_names)
+            y_eval, probs = y_eval[readable], probs[readable]
+            eval_records = [r for r, keep in zip(eval_records, readable) if keep]
+        else:
+            probs = head.predict(x_eval, batch_size=256, verbose=0)
         metrics = classification_report(y_eval, probs, dataset.class_names)
         metrics["split"] = eval_split
         if eval_split == "val":
@@ -206,25 +372,16 @@ def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_pr
         write_predictions(run_dir / "predictions.csv", eval_records, y_eval, probs, dataset.class_names)
         plot_confusion_matrix(np.array(metrics["confusion_matrix"]), dataset.class_names,
                               run_dir / "confusion_matrix.png", title=f"Confusion matrix ({eval_split} split)")
-    _write_history(run_dir / "history.csv", history)
-    plot_training_curves(history, run_dir / "training_curves.png")
-    (run_dir / LABELS_FILE).write_text("\n".join(dataset.class_names) + "\n", encoding="utf-8")
+    _write_history(run_dir / "history.csv", history, boundaries)
+    plot_training_curves(history, run_dir / "training_curves.png", phase_boundaries=boundaries)
 
-    metadata = {
-        "config": config.to_dict(),
-        "class_names": dataset.class_names,
-        "resize": resize.to_dict(),
-        "backbone": info.to_dict(),
-        "data": {"source": str(Path(data).resolve()), "layout": dataset.layout,
-                 "counts": {s: dataset.counts(s) for s in ("train", "val", "test")},
-                 "bad_files": len(dataset.bad_files)},
-        "feature_cache": {"directory": str(cache.directory), "hits": extraction.hits,
-                          "misses": extraction.misses, "engine": extraction.engine,
-                          "extract_seconds": round(extraction.seconds, 3)},
-        "timing": {"total_seconds": round(time.perf_counter() - started, 3), "head_seconds": round(head_seconds, 3)},
-        "versions": versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    metadata.update({
+        "status": "complete",
+        "feature_cache": {"directory": str(cache.directory), "hits": extraction.hits, "misses": extraction.misses,
+                          "engine": extraction.engine, "extract_seconds": round(extraction.seconds, 3)},
+        "timing": {"total_seconds": round(time.perf_counter() - started, 3), "head_seconds": round(head_seconds, 3),
+                   "fine_tune_seconds": round(fine_seconds, 3)},
+    })
     (run_dir / RUN_CONFIG).write_text(json.dumps(metadata, indent=2, default=str), encoding="utf-8")
     metadata["metrics"] = metrics
     clf = Classifier(KerasRuntime(model), dataset.class_names, resize, run_dir=run_dir, metadata=metadata)
