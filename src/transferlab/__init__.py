@@ -40,12 +40,12 @@ _LAZY = {
     "load_backbone": "transferlab.backbones:load_backbone",
     "get_backbone_info": "transferlab.backbones:get_backbone_info",
     "train": "transferlab.api:train",
-    "load": "transferlab.api:load",
+    "load": "transferlab.inference:load",
     "resume": "transferlab.api:resume",
     "TrainingInterrupted": "transferlab.training.checkpoint:TrainingInterrupted",
     "evaluate": "transferlab.api:evaluate",
     "predict": "transferlab.api:predict",
-    "Classifier": "transferlab.api:Classifier",
+    "Classifier": "transferlab.inference:Classifier",
     "TrainConfig": "transferlab.training.config:TrainConfig",
 }
 

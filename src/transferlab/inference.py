@@ -110,8 +110,10 @@ def iter_file_batches(paths: Sequence[str], resize: ResizeConfig, batch_size: in
 
 
 # ------------------------------------------------------------------ runtimes
+# Exported formats have their runtimes in transferlab.export.runtimes (imported on demand, so
+# that ONNX/TFLite prediction never imports TensorFlow); each has the same interface as this one.
 class KerasRuntime:
-    """Runs a Keras model (raw 0..255 float input -> probabilities) under a traced function."""
+    """Runs a Keras model (raw 0..255 pixels -> probabilities) under a traced function."""
 
     name = "keras"
 
@@ -120,6 +122,8 @@ class KerasRuntime:
 
         tf = import_tf()
         self.model = model
+        # The run's model takes float32 pixels, an exported one uint8: feed each its own dtype.
+        self.input_dtype = str(getattr(model.inputs[0], "dtype", "float32")).split(".")[-1]
         self._fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
     @property
@@ -127,8 +131,16 @@ class KerasRuntime:
         shape = self.model.input_shape
         return shape[1] if shape[1] == shape[2] else None
 
+    @property
+    def num_classes(self) -> int:
+        return int(self.model.output_shape[-1])
+
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(self._fn(images.astype(np.float32)), dtype=np.float32)
+        if self.input_dtype == "uint8":
+            images = images if images.dtype == np.uint8 else np.clip(np.round(images), 0, 255).astype(np.uint8)
+        else:
+            images = images.astype(np.float32)
+        return np.asarray(self._fn(images), dtype=np.float32)
 
 
 # ------------------------------------------------------------------ classifier
@@ -231,44 +243,108 @@ class Classifier:
 
 
 # ------------------------------------------------------------------ loading
+MODEL_CARD = "model_card.json"
+KERAS_SUFFIXES = (".keras", ".h5")
+
+
 def _read_labels(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def load(path: str | os.PathLike, *, safe_mode: bool = True) -> Classifier:
-    """Load a classifier from a run directory or a ``.keras`` model file.
+def _read_json(path: Path | None) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path else {}
 
-    ``safe_mode`` stays on unless you trust the file: loading a model can run code from it.
-    Class names and the resize setting come from the run's ``config.json``/``labels.txt``
-    next to the model.
+
+def locate_model(path: str | os.PathLike) -> tuple[Path, str]:
+    """``(model path, format)`` for a run/export folder, a SavedModel folder or a model file.
+
+    Formats: ``keras``, ``savedmodel``, ``onnx``, ``tflite``.
     """
     path = Path(path)
-    run_dir = path if path.is_dir() else path.parent
-    model_path = path / MODEL_FILE if path.is_dir() else path
-    if not model_path.exists():
-        raise FileNotFoundError(f"No model at {model_path}. Pass a run directory (runs/NAME) or a .keras file.")
-    metadata = {}
-    if (run_dir / RUN_CONFIG).exists():
-        metadata = json.loads((run_dir / RUN_CONFIG).read_text(encoding="utf-8"))
+    what = ("Pass a run directory (runs/NAME), its export/ folder, a SavedModel folder, "
+            "or a .keras, .onnx or .tflite file.")
+    if path.is_dir():
+        if (path / "saved_model.pb").exists():
+            return path, "savedmodel"
+        if (path / MODEL_FILE).exists():
+            return path / MODEL_FILE, "keras"
+        raise FileNotFoundError(f"No model in {path} (no {MODEL_FILE}, no saved_model.pb). {what}")
+    if not path.exists():
+        raise FileNotFoundError(f"No such model: {path}. {what}")
+    suffix = path.suffix.lower()
+    if suffix in KERAS_SUFFIXES:
+        return path, "keras"
+    if suffix in (".onnx", ".tflite"):
+        return path, suffix[1:]
+    raise ValueError(f"Unknown model format {suffix or path.name!r}. {what}")
 
+
+def _open_runtime(model_path: Path, fmt: str, safe_mode: bool):
+    if fmt == "onnx":
+        from transferlab.export.runtimes import OnnxRuntime
+
+        return OnnxRuntime(model_path)
+    if fmt == "tflite":
+        from transferlab.export.runtimes import TFLiteRuntime
+
+        return TFLiteRuntime(model_path)
+    if fmt == "savedmodel":
+        from transferlab.export.runtimes import SavedModelRuntime
+
+        return SavedModelRuntime(model_path)
     import keras
 
     from transferlab._tf import import_tf
 
     import_tf()
-    model = keras.models.load_model(model_path, compile=False, safe_mode=safe_mode)
-    runtime = KerasRuntime(model)
-    num_classes = int(model.output_shape[-1])
-    if (run_dir / LABELS_FILE).exists():
-        class_names = _read_labels(run_dir / LABELS_FILE)
+    return KerasRuntime(keras.models.load_model(model_path, compile=False, safe_mode=safe_mode))
+
+
+def _metadata_dirs(model_path: Path, fmt: str) -> list[Path]:
+    """Folders that may describe the model, nearest first: its own, then the run above an export/."""
+    folder = model_path if fmt == "savedmodel" else model_path.parent
+    dirs = [folder] + ([folder.parent] if fmt == "savedmodel" else [])
+    if dirs[-1].name == "export":
+        dirs.append(dirs[-1].parent)
+    return dirs
+
+
+def load(path: str | os.PathLike, *, safe_mode: bool = True) -> Classifier:
+    """Load a classifier from any format transferlab writes.
+
+    ``path`` is a run directory (its ``model.keras``), an ``export/`` folder, a ``.keras``/``.h5``
+    file, a SavedModel folder, a ``.onnx`` file (ONNX Runtime) or a ``.tflite`` file (TFLite
+    interpreter). ONNX and TFLite models load without importing TensorFlow.
+
+    Class names and the resize come from the files next to the model, nearest first:
+    ``labels.txt``, ``model_card.json`` (export folder), then the run's ``config.json``.
+    ``safe_mode`` (Keras files only) stays on unless you trust the file: loading can run code from it.
+    """
+    model_path, fmt = locate_model(path)
+    runtime = _open_runtime(model_path, fmt, safe_mode)
+    dirs = _metadata_dirs(model_path, fmt)
+
+    def nearest(name: str) -> Path | None:
+        return next((d / name for d in dirs if (d / name).is_file()), None)
+
+    labels_path, config_path = nearest(LABELS_FILE), nearest(RUN_CONFIG)
+    card, metadata = _read_json(nearest(MODEL_CARD)), _read_json(config_path)
+    if card:
+        metadata["model_card"] = card
+    num_classes = getattr(runtime, "num_classes", None)
+    if labels_path:
+        class_names = _read_labels(labels_path)
+    elif card.get("classes") or metadata.get("class_names"):
+        class_names = card.get("classes") or metadata["class_names"]
     else:
-        class_names = metadata.get("class_names") or [f"class_{i}" for i in range(num_classes)]
-        if "class_names" not in metadata:
-            logger.warning("No labels.txt next to %s: classes are named class_0..class_%d.", model_path, num_classes - 1)
-    if len(class_names) != num_classes:
-        raise ValueError(f"{run_dir / LABELS_FILE} lists {len(class_names)} classes but the model outputs {num_classes}.")
-    if "resize" in metadata:
-        resize = ResizeConfig(**metadata["resize"])
-    else:
-        resize = ResizeConfig(size=runtime.input_size or 224)
+        if not num_classes:
+            raise ValueError(f"Cannot tell how many classes {model_path} has: put its labels.txt next to it.")
+        class_names = [f"class_{i}" for i in range(num_classes)]
+        logger.warning("No labels.txt next to %s: classes are named class_0..class_%d.", model_path, num_classes - 1)
+    if num_classes and len(class_names) != num_classes:
+        raise ValueError(f"{labels_path or 'The metadata'} lists {len(class_names)} classes but {model_path} "
+                         f"outputs {num_classes}.")
+    resize_dict = card.get("input", {}).get("resize") or metadata.get("resize")
+    resize = ResizeConfig(**resize_dict) if resize_dict else ResizeConfig(size=runtime.input_size or 224)
+    run_dir = config_path.parent if config_path else dirs[0]
     return Classifier(runtime, class_names, resize, run_dir=run_dir, metadata=metadata)

@@ -15,8 +15,11 @@ ONNX_OPSET = 17
 
 
 def keras_to_onnx(model, path: str | os.PathLike, *, input_size: int, input_dtype: str = "float32",
-                  input_name: str = "image", opset: int = ONNX_OPSET) -> Path:
+                  input_name: str = "image", output_name: str | None = None, opset: int = ONNX_OPSET) -> Path:
     """Convert ``model`` (N, S, S, 3) -> outputs to an ONNX file, written atomically.
+
+    ``input_dtype="uint8"`` makes the graph take raw pixels and cast them to float32 inside;
+    ``output_name`` names the single output (tf2onnx's default name otherwise).
 
     Raises:
         ImportError: tf2onnx is not installed.
@@ -34,7 +37,9 @@ def keras_to_onnx(model, path: str | os.PathLike, *, input_size: int, input_dtyp
 
     @tf.function(input_signature=spec)
     def serve(image):
-        return model(tf.cast(image, tf.float32), training=False)
+        outputs = model(tf.cast(image, tf.float32), training=False)
+        # A dict output is how tf2onnx learns the output's name.
+        return {output_name: outputs} if output_name else outputs
 
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
     path = Path(path)
@@ -43,6 +48,9 @@ def keras_to_onnx(model, path: str | os.PathLike, *, input_size: int, input_dtyp
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(proto.SerializeToString())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a model file is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
