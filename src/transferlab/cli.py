@@ -6,6 +6,9 @@
     transferlab train DIR              train a classifier       -> transferlab.train()
     transferlab evaluate MODEL DIR     report on labeled data   -> transferlab.evaluate()
     transferlab predict MODEL PATHS    classify images          -> transferlab.load().predict()
+    transferlab export RUN             SavedModel/ONNX/TFLite   -> transferlab.export.export_run()
+    transferlab report RUN             report.html              -> transferlab.evaluation.report.write_report()
+    transferlab explain MODEL IMAGES   Grad-CAM overlays        -> transferlab.evaluation.gradcam.explain()
 """
 
 from __future__ import annotations
@@ -132,6 +135,7 @@ _TRAIN_OPTIONS = [
     ("--schedule", "schedule", str, "fine-tune learning-rate schedule: cosine (default, warm-up), constant, plateau"),
     ("--warmup-epochs", "warmup_epochs", int, "fine-tune warm-up epochs of the cosine schedule (default 1)"),
     ("--engine", "engine", str, "feature extraction engine: auto (default), onnx, keras"),
+    ("--max-gallery", "max_gallery", int, "misclassified images shown in report.html (default 48)"),
     ("--cache-dir", "cache_dir", str, "feature cache folder (default: user cache dir or $TRANSFERLAB_CACHE_DIR)"),
     ("--runs-dir", "runs_dir", str, "where run directories go (default ./runs)"),
     ("--name", "name", str, "run name (default: <data folder>-<timestamp>)"),
@@ -149,6 +153,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     settings["unsafe"] = args.unsafe
     if args.no_augment:
         settings["augment"] = None
+    if args.tensorboard:
+        settings["tensorboard"] = True
     try:
         if args.resume:
             if args.data or len(settings) > 1:
@@ -246,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, field, kind, text in _TRAIN_OPTIONS:
         p.add_argument(flag, dest=field, type=kind, default=None, help=text)
     p.add_argument("--no-augment", action="store_true", help="fine-tune without flip/brightness/contrast/zoom")
+    p.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to RUN/tensorboard")
     p.add_argument("--from", dest="from_model", metavar="MODEL",
                    help="start from a saved model (run dir or .keras): same classes continue, new classes get a new head")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
@@ -274,8 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Later stages register their sub-commands here (kept in their own CLI modules).
-_EXTRA_COMMANDS: list = []
+def _register_stage_commands(sub) -> None:
+    """Sub-commands kept beside their stage (report/explain, export)."""
+    from transferlab.evaluation.cli import register as register_evaluation
+    from transferlab.export.cli import register as register_export
+
+    register_export(sub)
+    register_evaluation(sub)
+
+
+_EXTRA_COMMANDS: list = [_register_stage_commands]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -139,6 +139,19 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         if self.best != before:  # improved: persist the weights early stopping would restore
             save_weights(self.model, self.best_path)
 
+    def seed_baseline(self, model: keras.Model, value: float) -> None:
+        """Count ``model``'s current weights as the best so far, at monitored value ``value``.
+
+        Fine-tuning uses it so that the result is only kept if it beats the model it started from.
+        """
+        save_weights(model, self.best_path)
+        self._resume_state = {"wait": 0, "best": float(value), "best_epoch": -1}
+
+    @property
+    def kept_baseline(self) -> bool:
+        """True when no epoch beat the seeded baseline (its weights are what gets restored)."""
+        return self.best_epoch == -1
+
     def state(self) -> dict:
         return {"wait": self.wait, "best": None if self.best is None else float(self.best),
                 "best_epoch": self.best_epoch}

@@ -45,7 +45,8 @@ class TrainConfig:
         unfreeze ("all" or a number of weighted layers from the top), unfreeze_from (layer name),
         fine_tune_epochs, fine_tune_lr, schedule, warmup_epochs, augment.
     Run:
-        engine: feature extraction engine ("auto", "onnx", "keras"); cache_dir; runs_dir; name.
+        engine: feature extraction engine ("auto", "onnx", "keras"); tensorboard: write logs to
+        RUN/tensorboard; max_gallery: mistakes shown in report.html; cache_dir; runs_dir; name.
     """
 
     backbone: str = "efficientnet_lite0"
@@ -78,6 +79,8 @@ class TrainConfig:
     warmup_epochs: int = 1
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     engine: str = "auto"
+    tensorboard: bool = False
+    max_gallery: int = 48
     cache_dir: str | None = None
     runs_dir: str = "runs"
     name: str | None = None
@@ -96,7 +99,7 @@ class TrainConfig:
 
         for name in ("epochs", "batch_size", "fine_tune_batch_size"):
             positive_int(name)
-        for name in ("hidden_units", "patience", "fine_tune_epochs", "warmup_epochs"):
+        for name in ("hidden_units", "patience", "fine_tune_epochs", "warmup_epochs", "max_gallery"):
             positive_int(name, 0)
         if self.image_size is not None:
             positive_int("image_size", 16)

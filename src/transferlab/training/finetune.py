@@ -101,11 +101,13 @@ def steps_for(n: int, batch_size: int) -> int:
 
 def fine_tune(model: keras.Model, train_data: tuple[list[str], list[int]], val_data: tuple[list[str], list[int]],
               resize, config, *, num_classes: int, callbacks: list, initial_epoch: int = 0,
-              restore_state=None) -> dict[str, list[float]]:
+              restore_state=None, guard=None) -> dict[str, list[float]]:
     """Phase 2: train ``model`` (image -> probabilities) end to end on augmented images.
 
     ``model`` must already have its trainable layers set (see :func:`set_trainable_top`); pass
     ``restore_state`` (a checkpoint's ``state.npz``) and ``initial_epoch`` to continue one.
+    ``guard``: a ResumableEarlyStopping seeded with the starting model's validation loss, so the
+    fine-tuned weights are kept only if they beat it (else the starting weights are restored).
     """
     import tensorflow as tf
 
@@ -133,6 +135,10 @@ def fine_tune(model: keras.Model, train_data: tuple[list[str], list[int]], val_d
     val = None
     if val_data[0]:
         val = make_image_dataset(val_data[0], val_data[1], resize, batch_size=32).map(one_hot)
+    if guard is not None and val is not None and restore_state is None:
+        baseline = model.evaluate(val, verbose=0, return_dict=True)["loss"]
+        guard.seed_baseline(model, baseline)
+        logger.info("Validation loss before fine-tuning: %.4f", baseline)
     history = model.fit(train, validation_data=val, epochs=epochs, initial_epoch=initial_epoch,
                         steps_per_epoch=steps, callbacks=callbacks, shuffle=False, verbose=0)
     return {k: [float(v) for v in values] for k, values in history.history.items()}

@@ -49,6 +49,7 @@ from transferlab.training.checkpoint import (
     stop_on_sigint,
     write_json_atomic,
 )
+from transferlab.training.callbacks import EpochProgress
 from transferlab.training.config import TrainConfig
 from transferlab.training.head import build_head, fit_head
 
@@ -152,7 +153,7 @@ def write_predictions(path: Path, records, labels: np.ndarray, probs: np.ndarray
     return path
 
 
-def _train_head(head, arrays, config: TrainConfig, run_dir: Path, state: dict | None):
+def _train_head(head, arrays, config: TrainConfig, run_dir: Path, state: dict | None, show_progress: bool):
     """Phase 1 head fit with per-epoch checkpoints; continues a checkpointed head when resuming."""
     (x_train, y_train, _), (x_val, y_val, _) = arrays["train"], arrays["val"]
     early = ResumableEarlyStopping(run_dir, config.patience, (state or {}).get("early_stopping")) \
@@ -162,14 +163,15 @@ def _train_head(head, arrays, config: TrainConfig, run_dir: Path, state: dict | 
         fit_head(head, x_train, y_train, x_val, y_val, epochs=config.epochs, batch_size=config.batch_size,
                  learning_rate=config.learning_rate, label_smoothing=config.label_smoothing,
                  class_weight=config.class_weight, patience=config.patience, seed=config.seed,
-                 callbacks=[checkpoint, *extra_callbacks(run_dir, config)], early_stopping=early,
+                 callbacks=[checkpoint, EpochProgress("Training head", enabled=show_progress),
+                            *extra_callbacks(run_dir, config)], early_stopping=early,
                  initial_epoch=(state or {}).get("epochs_done", 0),
                  restore_state=run_dir / CHECKPOINT_DIR / "state.npz" if state else None)
     return checkpoint.history
 
 
 def _fine_tune_phase(model, arrays, resize, config: TrainConfig, run_dir: Path, state: dict | None,
-                     num_classes: int, head_history: dict) -> dict[str, list[float]]:
+                     num_classes: int, head_history: dict, show_progress: bool) -> tuple[dict[str, list[float]], bool]:
     """Phase 2: unfreeze the top of the backbone and train on augmented images."""
     from transferlab.training.finetune import fine_tune, schedule_callbacks
 
@@ -181,19 +183,26 @@ def _fine_tune_phase(model, arrays, resize, config: TrainConfig, run_dir: Path, 
     checkpoint = EpochCheckpoint(run_dir, "fine-tune", config.seed, (state or {}).get("history"),
                                  early_stopping=early, plateau=plateau, plateau_state=(state or {}).get("plateau"),
                                  extra_state={"head_history": head_history})
-    callbacks = [c for c in (early, plateau) if c is not None] + [checkpoint, *extra_callbacks(run_dir, config)]
+    callbacks = [c for c in (early, plateau) if c is not None] + [
+        checkpoint, EpochProgress("Fine-tuning", enabled=show_progress), *extra_callbacks(run_dir, config)]
     with stop_on_sigint(checkpoint):
         fine_tune(model, ([r.path for r in train_records], [index[r.label] for r in train_records]),
                   ([r.path for r in val_records], [index[r.label] for r in val_records]), resize, config,
                   num_classes=num_classes, callbacks=callbacks,
                   initial_epoch=(state or {}).get("epochs_done", 0),
-                  restore_state=run_dir / CHECKPOINT_DIR / "state.npz" if state else None)
-    return checkpoint.history
+                  restore_state=run_dir / CHECKPOINT_DIR / "state.npz" if state else None, guard=early)
+    improved = not (early is not None and early.kept_baseline)
+    if not improved:
+        logger.info("Fine-tuning did not improve the validation loss (best %.4f): keeping the weights it started "
+                    "from.", early.best)
+    return checkpoint.history, improved
 
 
 def extra_callbacks(run_dir: Path, config: TrainConfig) -> list:
     """Optional callbacks (TensorBoard) named in the config."""
-    return []
+    from transferlab.training.callbacks import tensorboard_callback
+
+    return [tensorboard_callback(run_dir)] if config.tensorboard else []
 
 
 def model_classes(run_dir: Path) -> list[str]:
@@ -326,7 +335,7 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
         head_history = state["head_history"]
         load_weights(head, ckpt / "head.npz")
     else:
-        head_history = _train_head(head, arrays, config, run_dir, state)
+        head_history = _train_head(head, arrays, config, run_dir, state, show_progress)
         # Mark phase 1 complete (with the restored best head) so a resume never refits it.
         save_weights(head, ckpt / "head.npz")
         state = {"phase": "head", "complete": True, "epochs_done": len(head_history.get("loss", [])),
@@ -344,7 +353,9 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
         logger.info("Fine-tuning %d layer(s) of the backbone (BatchNorm stays frozen): %s%s", len(unfrozen),
                     ", ".join(unfrozen[:8]), " ..." if len(unfrozen) > 8 else "")
         fine_state = state if state["phase"] == "fine-tune" else None
-        fine_history = _fine_tune_phase(model, arrays, resize, config, run_dir, fine_state, classes, head_history)
+        fine_history, improved = _fine_tune_phase(model, arrays, resize, config, run_dir, fine_state, classes,
+                                                  head_history, show_progress)
+        metadata["fine_tune"] = {"unfrozen_layers": unfrozen, "improved_validation_loss": improved}
         write_json_atomic(ckpt / "state.json", {**read_state(run_dir), "complete": True, "head_history": head_history})
         find_base(model).trainable = False
         boundaries = [len(head_history.get("loss", []))]
@@ -385,6 +396,18 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
     (run_dir / RUN_CONFIG).write_text(json.dumps(metadata, indent=2, default=str), encoding="utf-8")
     metadata["metrics"] = metrics
     clf = Classifier(KerasRuntime(model), dataset.class_names, resize, run_dir=run_dir, metadata=metadata)
+    _write_report_safely(run_dir, clf, config.max_gallery)
     if metrics:
         logger.info("\n%s", format_summary(metrics))
     return clf
+
+
+def _write_report_safely(run_dir: Path, clf, max_gallery: int) -> None:
+    """report.html is a convenience: a problem writing it is logged, never fails the run."""
+    from transferlab.evaluation.report import write_report
+
+    try:
+        path = write_report(run_dir, model=clf, max_gallery=max_gallery)
+        logger.info("Report: %s", path)
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("report.html not written: %s: %s", type(exc).__name__, exc)

@@ -1,0 +1,240 @@
+"""Grad-CAM: where in the image the model looked for a class (Selvaraju et al., 2017).
+
+Our classifiers are ``Input "image" -> backbone_* (preprocessing -> "base" -> "pool") -> head``.
+The class score is differentiated with respect to the 4-D output of the nested ``base`` model
+(the last convolutional feature map): channel weights are the spatially averaged gradients, the
+map is ``ReLU(sum_k w_k * A_k)``, normalised to 0..1 per image.
+
+The score is the class *logit* when the head ends in a softmax Dense layer (as ``build_head``
+does), so confident predictions still give a clear map; otherwise the probability.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+logger = logging.getLogger("transferlab")
+
+__all__ = ["gradcam", "gradcam_with_predictions", "overlay", "explain", "GradCamUnavailable"]
+
+_BATCH = 16
+
+
+class GradCamUnavailable(ValueError):
+    """The model has no convolutional feature map to explain (or not our model structure)."""
+
+
+def _is_input(layer) -> bool:
+    import keras
+
+    return isinstance(layer, keras.layers.InputLayer)
+
+
+def _chain(model) -> list:
+    """The layers of a single-path functional model in call order, inputs left out."""
+    layers = [layer for layer in model.layers if not _is_input(layer)]
+    for layer in layers:
+        nodes = [n for n in layer._inbound_nodes if n.operation is layer]
+        if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
+            raise GradCamUnavailable(
+                f"Grad-CAM needs a single-path model; layer {layer.name!r} of {model.name!r} has "
+                "several inputs or is called more than once.")
+    return layers
+
+
+class _Explainer:
+    """Splits a classifier into ``to_map`` (pixels -> 4-D map) and ``to_score`` (map -> scores)."""
+
+    def __init__(self, model):
+        import keras
+
+        backbone = next((l for l in model.layers if isinstance(l, keras.Model) and l.name.startswith("backbone_")),
+                        None)
+        head = next((l for l in model.layers if isinstance(l, keras.Model) and l.name == "head"), None)
+        if backbone is None or head is None:
+            raise GradCamUnavailable(
+                f"Grad-CAM needs a transferlab classifier (image -> backbone_* -> head); model "
+                f"{model.name!r} has layers {', '.join(l.name for l in model.layers)}.")
+        layers = _chain(backbone)
+        names = [l.name for l in layers]
+        if "base" not in names:
+            raise GradCamUnavailable(f"Backbone {backbone.name!r} has no nested 'base' model.")
+        cut = names.index("base")
+        self.pre, self.base, self.post = layers[:cut], layers[cut], layers[cut + 1:]
+        shape = tuple(self.base.output.shape)
+        if len(shape) != 4:
+            raise GradCamUnavailable(
+                f"Grad-CAM needs a 4-D convolutional feature map, but the backbone's base model "
+                f"outputs shape {shape} (e.g. a SavedModel / TF-Hub feature vector). Use a "
+                "built-in backbone or a Keras model whose features come from a conv layer.")
+        self.head_layers = _chain(head)
+        last = self.head_layers[-1]
+        self.logit = (isinstance(last, keras.layers.Dense)
+                      and getattr(last.activation, "__name__", "") == "softmax")
+
+    def feature_map(self, x):
+        for layer in self.pre:
+            x = layer(x, training=False)
+        return self.base(x, training=False)
+
+    def scores(self, fmap):
+        """(probabilities, class scores used for the gradient)."""
+        import keras
+
+        x = fmap
+        for layer in self.post:
+            x = layer(x, training=False)
+        for layer in self.head_layers[:-1]:
+            x = layer(x, training=False)
+        last = self.head_layers[-1]
+        if self.logit:
+            logits = keras.ops.matmul(x, last.kernel)
+            if last.use_bias:
+                logits = logits + last.bias
+            return keras.ops.softmax(logits, axis=-1), logits
+        probs = last(x, training=False)
+        return probs, probs
+
+
+def _explainer(clf) -> _Explainer:
+    model = getattr(clf, "model", None)
+    if model is None:
+        raise GradCamUnavailable("Grad-CAM needs a Keras model; this classifier runs another runtime.")
+    cached = getattr(clf, "_gradcam_explainer", None)
+    if cached is None:
+        cached = _Explainer(model)
+        clf._gradcam_explainer = cached
+    return cached
+
+
+def gradcam_with_predictions(clf, images_uint8: np.ndarray, class_index=None):
+    """Like :func:`gradcam`, also returning probabilities (N, C) and the explained class indices."""
+    import tensorflow as tf
+
+    from transferlab.inference import _as_uint8_batch
+
+    explainer = _explainer(clf)
+    batch = _as_uint8_batch(images_uint8, clf.resize).astype(np.float32)
+    n = len(batch)
+    if class_index is not None:
+        targets = np.broadcast_to(np.asarray(class_index, dtype=np.int64), (n,))
+        if ((targets < 0) | (targets >= len(clf.class_names))).any():
+            raise ValueError(f"class_index must be in [0, {len(clf.class_names) - 1}].")
+    cams, probs, chosen = [], [], []
+    for start in range(0, n, _BATCH):
+        x = tf.constant(batch[start:start + _BATCH])
+        fmap = tf.convert_to_tensor(explainer.feature_map(x))
+        with tf.GradientTape() as tape:
+            tape.watch(fmap)
+            p, score = explainer.scores(fmap)
+            idx = (tf.argmax(p, axis=-1) if class_index is None
+                   else tf.constant(targets[start:start + _BATCH]))
+            target = tf.gather(score, idx, axis=1, batch_dims=1)
+        grads = tape.gradient(target, fmap)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(weights * fmap, axis=-1)).numpy().astype(np.float32)
+        peak = cam.reshape(len(cam), -1).max(axis=1)
+        cam = np.divide(cam, peak[:, None, None], out=np.zeros_like(cam), where=peak[:, None, None] > 0)
+        cams.append(cam)
+        probs.append(np.asarray(p, np.float32))
+        chosen.append(np.asarray(idx, np.int64))
+    return np.concatenate(cams), np.concatenate(probs), np.concatenate(chosen)
+
+
+def gradcam(clf, images_uint8: np.ndarray, class_index: int | Sequence[int] | None = None) -> np.ndarray:
+    """Grad-CAM heatmaps (N, h, w) in 0..1 at the feature map's resolution.
+
+    Args:
+        clf: a :class:`~transferlab.inference.Classifier` with a Keras model.
+        images_uint8: RGB images (N, H, W, 3) or (H, W, 3), 0..255; resized like at prediction.
+        class_index: the class to explain (one index, or one per image); default the predicted one.
+
+    Raises:
+        GradCamUnavailable (a ValueError): the backbone has no 4-D feature map.
+    """
+    return gradcam_with_predictions(clf, images_uint8, class_index)[0]
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
+    """Heatmap (h, w) in 0..1, upsampled to the image and colour-mapped, alpha-blended: uint8 (H, W, 3)."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=-1)
+    img = img[..., :3].astype(np.float32)
+    height, width = img.shape[:2]
+    heat = np.clip(np.asarray(heatmap, np.float32), 0.0, 1.0)
+    heat = np.asarray(Image.fromarray(heat).resize((width, height), Image.BILINEAR))
+    colour = colormaps[cmap](np.clip(heat, 0.0, 1.0))[..., :3] * 255.0
+    return np.clip((1.0 - alpha) * img + alpha * colour, 0, 255).round().astype(np.uint8)
+
+
+def _display(image: np.ndarray, min_side: int = 224) -> np.ndarray:
+    """Upscale small model inputs (e.g. 32 px) so the overlay can be seen."""
+    from PIL import Image
+
+    side = min(image.shape[:2])
+    if side >= min_side:
+        return image
+    scale = -(-min_side // side)
+    return np.asarray(Image.fromarray(image).resize((image.shape[1] * scale, image.shape[0] * scale),
+                                                    Image.BICUBIC))
+
+
+def explain(model_path_or_clf, paths, out_dir: str | os.PathLike, class_name: str | None = None) -> list[Path]:
+    """Write a Grad-CAM overlay PNG per image into ``out_dir``; returns the files written.
+
+    Args:
+        model_path_or_clf: a run directory, a ``.keras`` file or a loaded Classifier.
+        paths: image files, folders or globs.
+        class_name: explain this class; default each image's predicted class.
+
+    Unreadable images are skipped with a warning.
+    """
+    from transferlab.data.decode import ImageDecodeError
+    from transferlab.inference import expand_paths, load
+    from transferlab.progress import progress_bar
+
+    clf = model_path_or_clf if hasattr(model_path_or_clf, "class_names") else load(model_path_or_clf)
+    class_index = None
+    if class_name is not None:
+        if class_name not in clf.class_names:
+            raise ValueError(f"Unknown class {class_name!r}; the model's classes: {', '.join(clf.class_names)}.")
+        class_index = clf.class_names.index(class_name)
+    _explainer(clf)  # fail before reading any image
+    files = expand_paths(paths)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    used: set[str] = set()
+    from PIL import Image
+
+    with progress_bar(total=len(files), desc="Explaining", unit="img") as bar:
+        for path in files:
+            bar.update(1)
+            try:
+                image = clf.resize.load(path)
+            except ImageDecodeError as exc:
+                logger.warning("cannot read %s: %s", path, exc)
+                continue
+            cam, probs, idx = gradcam_with_predictions(clf, image[None], class_index)
+            label = clf.class_names[int(idx[0])]
+            stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem) or "image"
+            name = f"{stem}_gradcam_{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)}"
+            unique, n = name, 2
+            while unique in used:
+                unique, n = f"{name}_{n}", n + 1
+            used.add(unique)
+            target = out / f"{unique}.png"
+            Image.fromarray(overlay(_display(image), cam[0])).save(target)
+            logger.info("%s: %s %.3f -> %s", path, label, float(probs[0, idx[0]]), target)
+            written.append(target)
+    return written

@@ -1,0 +1,452 @@
+"""``RUN/report.html``: one self-contained page about a run, to open in any browser.
+
+Images are embedded as base64 ``data:`` URIs and the CSS is inline: no JavaScript, no network,
+so the file can be mailed or attached to a ticket. Sections (each with a stable ``id``):
+``summary``, ``per-class``, ``confusion``, ``confused-pairs``, ``mistakes`` (misclassified images of
+the evaluated split, worst first, with Grad-CAM overlays), ``curves``, ``data``, ``settings``.
+Every file of the run is optional: what is missing is said in its section.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger("transferlab")
+
+__all__ = ["write_report", "REPORT_FILE"]
+
+REPORT_FILE = "report.html"
+_THUMB = 160
+_MAX_BAD_FILES = 200
+
+_CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:#1f2933;background:#f5f7fa}
+header{background:#243b53;color:#fff;padding:18px 32px}header h1{margin:0 0 4px;font-size:24px}
+header p{margin:0;color:#d9e2ec;font-size:14px}main{max-width:1200px;margin:0 auto;padding:8px 32px 40px}
+section{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.12);margin:18px 0;padding:16px 22px}
+h2{margin:0 0 12px;font-size:19px;color:#243b53}h3{font-size:15px;margin:16px 0 8px;color:#334e68}
+table{border-collapse:collapse;font-size:13px;margin:4px 0}th,td{padding:4px 10px;border-bottom:1px solid #e4e7eb;text-align:left;vertical-align:top}
+th{background:#f0f4f8}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.avg td{font-weight:600;background:#fafbfc}code{font-size:12px;word-break:break-all}
+.cards{display:flex;flex-wrap:wrap;gap:12px}.card{background:#f0f4f8;border-radius:6px;padding:10px 16px;min-width:120px}
+.card b{display:block;font-size:22px;color:#102a43}.card span{font-size:12px;color:#627d98}
+section img{max-width:100%;height:auto}.figs{display:grid;grid-template-columns:repeat(auto-fit,minmax(360px,1fr));gap:16px;align-items:start}
+.figs.wide{grid-template-columns:1fr}
+.muted{color:#627d98;font-size:13px}.note{background:#fffbea;border-left:4px solid #f0b429;padding:6px 10px;font-size:13px}
+.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:12px}
+.mistake{border:1px solid #e4e7eb;border-radius:6px;padding:8px;background:#fafbfc;font-size:13px}
+.mistake .pics{display:flex;gap:6px}.mistake img{width:160px;height:160px;object-fit:contain;background:#e4e7eb;border-radius:4px}
+.mistake .missing{width:160px;height:160px;display:flex;align-items:center;justify-content:center;background:#e4e7eb;color:#627d98}
+.true{color:#1f7a3a;font-weight:600}.pred{color:#b42318;font-weight:600}.path{color:#627d98;font-size:11px;word-break:break-all}
+.kv{columns:3 300px;column-gap:32px;margin:0}.kv div{break-inside:avoid;display:flex;gap:10px;padding:3px 0;border-bottom:1px solid #eef1f4;font-size:13px}
+.kv dt{font-weight:600;color:#334e68;flex:0 0 40%;word-break:break-word}.kv dd{margin:0;word-break:break-all;flex:1}
+"""
+
+
+# ------------------------------------------------------------------ reading the run
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError) as exc:
+        logger.warning("cannot read %s: %s", path, exc)
+        return None
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _read_history(path: Path) -> tuple[dict[str, list[float]], list[int]]:
+    """Per-epoch values, and the epochs after which the ``phase`` column changes (head -> fine-tune)."""
+    history: dict[str, list[float]] = {}
+    rows = _read_csv(path)
+    phases = [row.get("phase") for row in rows]
+    boundaries = [i for i in range(1, len(phases)) if phases[i] != phases[i - 1]]
+    for row in rows:
+        for key, value in row.items():
+            if key in (None, "epoch", "phase") or value in (None, ""):
+                continue
+            try:
+                history.setdefault(key, []).append(float(value))
+            except ValueError:
+                pass
+    return history, boundaries
+
+
+def _read_bad_files(path: Path) -> list[tuple[str, str]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.strip():
+            file, _, reason = line.partition("\t")
+            rows.append((file, reason))
+    return rows
+
+
+def _class_names(run: Path, config: dict | None, metrics: dict | None, predictions: list[dict]) -> list[str]:
+    if metrics and metrics.get("class_names"):
+        return list(metrics["class_names"])
+    if (run / "labels.txt").is_file():
+        return [c.strip() for c in (run / "labels.txt").read_text(encoding="utf-8").splitlines() if c.strip()]
+    if config and config.get("class_names"):
+        return list(config["class_names"])
+    return [k[2:] for k in (predictions[0] if predictions else {}) if k.startswith("p_")]
+
+
+def _metrics_from_predictions(predictions: list[dict], names: list[str]) -> dict | None:
+    """metrics.json is missing but predictions.csv is there: recompute the report from it."""
+    from transferlab.evaluation.metrics import classification_report
+
+    index = {n: i for i, n in enumerate(names)}
+    try:
+        y = np.array([index[r["label"]] for r in predictions])
+        p = np.array([[float(r[f"p_{n}"]) for n in names] for r in predictions])
+        return classification_report(y, p, names)
+    except (KeyError, ValueError) as exc:
+        logger.warning("cannot compute metrics from predictions.csv: %s", exc)
+        return None
+
+
+# ------------------------------------------------------------------ HTML pieces
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _img(data: bytes, mime: str, alt: str) -> str:
+    return f'<img src="data:{mime};base64,{base64.b64encode(data).decode("ascii")}" alt="{_e(alt)}">'
+
+
+def _img_file(path: Path, alt: str) -> str:
+    return _img(path.read_bytes(), "image/png", alt)
+
+
+def _img_array(array: np.ndarray, alt: str) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=88)
+    return _img(buffer.getvalue(), "image/jpeg", alt)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "&mdash;"
+    if isinstance(value, float):
+        return _e(f"{value:.6g}")
+    if isinstance(value, (dict, list)):
+        return f"<code>{_e(json.dumps(value, default=str))}</code>"
+    return _e(value)
+
+
+def _flatten(items: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in items.items():
+        if isinstance(value, dict) and value and not prefix:
+            flat.update(_flatten(value, f"{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _kv_grid(items: dict) -> str:
+    """Key/value pairs in newspaper columns: a long config stays a screen high."""
+    rows = "".join(f"<div><dt>{_e(k)}</dt><dd>{_fmt(v)}</dd></div>" for k, v in _flatten(items).items())
+    return f'<dl class="kv">{rows}</dl>'
+
+
+def _table(header: list[str], rows: list[list], numeric_from: int = 1, row_class: list[str] | None = None) -> str:
+    head = "".join(f'<th class="num">{_e(h)}</th>' if i >= numeric_from else f"<th>{_e(h)}</th>"
+                   for i, h in enumerate(header))
+    body = []
+    for r, row in enumerate(rows):
+        cls = f' class="{row_class[r]}"' if row_class and row_class[r] else ""
+        cells = "".join(f'<td class="num">{c}</td>' if i >= numeric_from else f"<td>{c}</td>" for i, c in enumerate(row))
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _section(sid: str, title: str, body: str) -> str:
+    return f'<section id="{sid}"><h2>{_e(title)}</h2>{body}</section>'
+
+
+def _muted(text: str) -> str:
+    return f'<p class="muted">{_e(text)}</p>'
+
+
+# ------------------------------------------------------------------ sections
+def _summary(config: dict | None, metrics: dict | None) -> str:
+    cards = []
+    if metrics:
+        cards += [(f"{metrics['accuracy']:.1%}", "accuracy"), (f"{metrics['macro']['f1']:.3f}", "macro F1"),
+                  (f"{metrics['loss']:.3f}", "loss"), (str(metrics["num_samples"]), f"{metrics.get('split', 'evaluated')} images")]
+        for k, v in (metrics.get("top_k_accuracy") or {}).items():
+            cards.append((f"{v:.1%}", k.replace("_", "-") + " accuracy"))
+    if config:
+        backbone = (config.get("backbone") or {}).get("name") or (config.get("config") or {}).get("backbone")
+        if backbone:
+            cards.append((Path(str(backbone)).name, "backbone"))
+        if config.get("class_names"):
+            cards.append((str(len(config["class_names"])), "classes"))
+        seconds = (config.get("timing") or {}).get("total_seconds")
+        if seconds is not None:
+            cards.append((f"{seconds:.1f} s", "training time"))
+    body = "".join(f'<div class="card"><b>{_e(v)}</b><span>{_e(k)}</span></div>' for v, k in cards)
+    note = f'<p class="note">{_e(metrics["note"])}</p>' if metrics and metrics.get("note") else ""
+    return _section("summary", "Summary", (f'<div class="cards">{body}</div>' if body else _muted("Nothing to summarise yet.")) + note)
+
+
+def _settings(config: dict | None) -> str:
+    if not config:
+        return _section("settings", "Settings", _muted("No config.json in this run."))
+    parts = []
+    if isinstance(config.get("config"), dict):
+        parts.append("<h3>Training settings</h3>" + _kv_grid(config["config"]))
+    if isinstance(config.get("backbone"), dict):
+        parts.append("<h3>Backbone</h3>" + _kv_grid(config["backbone"]))
+    extra = {k: config[k] for k in ("resize", "feature_cache", "timing", "versions", "created") if k in config}
+    if extra:
+        parts.append("<h3>Input, cache, timing, versions</h3>" + _kv_grid(extra))
+    known = {"config", "backbone", "data", "class_names", "metrics", *extra}
+    rest = {k: v for k, v in config.items() if k not in known}
+    if rest:
+        parts.append("<h3>Other</h3>" + _kv_grid(rest))
+    return _section("settings", "Settings", "".join(parts))
+
+
+def _data(run: Path, config: dict | None, names: list[str]) -> str:
+    data = (config or {}).get("data") or {}
+    counts: dict[str, dict[str, int]] = data.get("counts") or {}
+    if not counts:
+        for row in _read_csv(run / "splits.csv"):
+            split = counts.setdefault(row.get("split", "?"), {})
+            split[row.get("label", "?")] = split.get(row.get("label", "?"), 0) + 1
+    parts = []
+    if data.get("source"):
+        parts.append(f"<p>Source: <code>{_e(data['source'])}</code> ({_e(data.get('layout', '?'))} layout)</p>")
+    splits = [s for s in ("train", "val", "test") if s in counts] + [s for s in counts if s not in ("train", "val", "test")]
+    if splits:
+        classes = list(names) + sorted({c for s in splits for c in counts[s]} - set(names))
+        rows = [[_e(c)] + [str(counts[s].get(c, 0)) for s in splits] + [str(sum(counts[s].get(c, 0) for s in splits))]
+                for c in classes]
+        rows.append(["total"] + [str(sum(counts[s].values())) for s in splits]
+                    + [str(sum(sum(counts[s].values()) for s in splits))])
+        parts.append("<h3>Images per class and split</h3>"
+                     + _table(["class"] + splits + ["total"], rows, row_class=[""] * len(classes) + ["avg"]))
+    else:
+        parts.append(_muted("No class counts (config.json and splits.csv missing)."))
+    bad = _read_bad_files(run / "bad_files.txt")
+    parts.append(f"<h3>Bad files skipped ({len(bad)})</h3>")
+    if bad:
+        rows = [[f"<code>{_e(p)}</code>", _e(r)] for p, r in bad[:_MAX_BAD_FILES]]
+        parts.append(_table(["file", "reason"], rows, numeric_from=9))
+        if len(bad) > _MAX_BAD_FILES:
+            parts.append(_muted(f"... and {len(bad) - _MAX_BAD_FILES} more in bad_files.txt"))
+    else:
+        parts.append(_muted("No bad files: every image could be read."))
+    return _section("data", "Data", "".join(parts))
+
+
+def _curves(run: Path, tmp: Path) -> str:
+    from transferlab.evaluation.plots import plot_training_curves
+
+    history, boundaries = _read_history(run / "history.csv")
+    try:
+        if history:
+            figure = plot_training_curves(history, tmp / "curves.png", phase_boundaries=boundaries)
+            return _section("curves", "Training curves", _img_file(figure, "training curves"))
+    except ValueError as exc:
+        logger.warning("cannot plot history.csv: %s", exc)
+    if (run / "training_curves.png").is_file():
+        return _section("curves", "Training curves", _img_file(run / "training_curves.png", "training curves"))
+    return _section("curves", "Training curves", _muted("No training history in this run."))
+
+
+def _confusion(metrics: dict | None, names: list[str], tmp: Path) -> str:
+    from transferlab.evaluation.plots import plot_confusion_matrix
+
+    if not metrics:
+        return _section("confusion", "Confusion matrix", _muted("No evaluation results in this run."))
+    cm = np.array(metrics["confusion_matrix"])
+    split = metrics.get("split")
+    suffix = f" ({split} split)" if split else ""
+    counts = plot_confusion_matrix(cm, names, tmp / "cm.png", title="Counts" + suffix)
+    normed = plot_confusion_matrix(cm, names, tmp / "cm_norm.png", normalize=True, title="Row-normalized" + suffix)
+    wide = " wide" if len(names) > 12 else ""  # big matrices get the full width each
+    body = (f'<div class="figs{wide}">{_img_file(counts, "confusion matrix, counts")}'
+            f'{_img_file(normed, "confusion matrix, row-normalized")}</div>'
+            + _muted("Rows: true class; columns: predicted class. Row-normalized: each row divided by its "
+                     "total, so the diagonal is each class's recall."))
+    return _section("confusion", "Confusion matrix", body)
+
+
+def _per_class(metrics: dict | None) -> str:
+    if not metrics:
+        return _section("per-class", "Per-class precision, recall, F1", _muted("No evaluation results in this run."))
+    rows, classes = [], []
+    for name, m in metrics["per_class"].items():
+        rows.append([_e(name), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"])])
+        classes.append("")
+    for avg in ("macro", "weighted"):
+        m = metrics[avg]
+        rows.append([f"{avg} avg", f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
+                     str(metrics["num_samples"])])
+        classes.append("avg")
+    body = _table(["class", "precision", "recall", "F1", "support"], rows, row_class=classes)
+    return _section("per-class", "Per-class precision, recall, F1", body)
+
+
+def _confused_pairs(metrics: dict | None) -> str:
+    title = "Most confused class pairs"
+    if not metrics:
+        return _section("confused-pairs", title, _muted("No evaluation results in this run."))
+    pairs = metrics.get("most_confused") or []
+    if not pairs:
+        return _section("confused-pairs", title, _muted("No confusions: every image got its true class."))
+    support = {n: m["support"] for n, m in metrics["per_class"].items()}
+    rows = [[_e(p["true"]), _e(p["predicted"]), str(p["count"]),
+             f"{p['count'] / support[p['true']]:.1%}" if support.get(p["true"]) else "&mdash;"] for p in pairs]
+    return _section("confused-pairs", title, _table(["true class", "predicted as", "images", "share of true class"],
+                                                     rows, numeric_from=2))
+
+
+def _thumbnail(path: str) -> np.ndarray | None:
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img).convert("RGB")
+            img.thumbnail((_THUMB, _THUMB))
+            return np.asarray(img)
+    except Exception:  # missing or unreadable since training: shown as a placeholder
+        return None
+
+
+def _gradcam_overlays(run: Path, model, mistakes: list[dict], names: list[str]) -> tuple[dict[int, np.ndarray], str]:
+    """Grad-CAM overlays of the predicted (wrong) class per mistake, or a note why there are none."""
+    from transferlab.evaluation.gradcam import gradcam, overlay
+    from transferlab.inference import load
+
+    try:
+        clf = model if hasattr(model, "class_names") else load(model or run)
+        images, keep = [], []
+        for i, row in enumerate(mistakes):
+            try:
+                images.append(clf.resize.load(row["path"]))
+                keep.append(i)
+            except Exception:
+                continue
+        if not keep:
+            return {}, ""
+        targets = [clf.class_names.index(mistakes[i]["predicted"]) for i in keep]
+        cams = gradcam(clf, np.stack(images), class_index=targets)
+    except Exception as exc:  # the report must not fail because of Grad-CAM
+        logger.warning("no Grad-CAM in the report: %s", exc)
+        return {}, f"No Grad-CAM overlays: {exc}"
+    from PIL import Image
+
+    out = {}
+    for i, image, cam in zip(keep, images, cams):
+        big = np.asarray(Image.fromarray(image).resize((_THUMB, _THUMB), Image.BICUBIC))
+        out[i] = overlay(big, cam)
+    return out, ""
+
+
+def _mistakes(run: Path, predictions: list[dict], names: list[str], metrics: dict | None,
+              max_gallery: int, gradcam: bool, model) -> str:
+    title = "Misclassified images"
+    if not predictions:
+        return _section("mistakes", title, _muted("No predictions.csv in this run: nothing to show."))
+    wrong = [r for r in predictions if r.get("label") != r.get("predicted")]
+    split = (metrics or {}).get("split", "evaluated")
+    if not wrong:
+        return _section("mistakes", title, f'<p class="note">No mistakes: all {len(predictions)} images of the '
+                                           f'{_e(split)} split were classified correctly.</p>')
+
+    def confidence(row):
+        try:
+            return float(row.get("confidence") or 0)
+        except ValueError:
+            return 0.0
+
+    wrong.sort(key=confidence, reverse=True)
+    shown = wrong[:max(0, max_gallery)]
+    overlays, note = _gradcam_overlays(run, model, shown, names) if gradcam and shown else ({}, "")
+    cards = []
+    for i, row in enumerate(shown):
+        thumb = _thumbnail(row["path"])
+        pics = _img_array(thumb, f"image {i + 1}") if thumb is not None else '<div class="missing">image not found</div>'
+        if i in overlays:
+            pics += _img_array(overlays[i], f"Grad-CAM {i + 1}")
+        cards.append(
+            f'<div class="mistake"><div class="pics">{pics}</div>'
+            f'<div>true <span class="true">{_e(row["label"])}</span> &rarr; predicted '
+            f'<span class="pred">{_e(row["predicted"])}</span> ({confidence(row):.1%})</div>'
+            f'<div class="path" title="{_e(row["path"])}">{_e(Path(row["path"]).name)}</div></div>')
+    head = (f"<p>{len(wrong)} of {len(predictions)} images of the {_e(split)} split are misclassified; "
+            f"showing {len(shown)}, most confident mistakes first."
+            + (" Right of each image: Grad-CAM for the predicted class on the image as the model sees it "
+               "(after resize/crop); red marks what drove the prediction."
+               if overlays else "") + "</p>")
+    if note:
+        head += f'<p class="note">{_e(note)}</p>'
+    return _section("mistakes", title, head + f'<div class="gallery">{"".join(cards)}</div>')
+
+
+# ------------------------------------------------------------------ entry point
+def write_report(run_dir: str | os.PathLike, *, max_gallery: int = 48, gradcam: bool = True,
+                 model=None, out: str | os.PathLike | None = None) -> Path:
+    """Write ``RUN/report.html`` (one self-contained file) and return its path.
+
+    Args:
+        run_dir: a run directory (any of config.json, metrics.json, predictions.csv, history.csv,
+            bad_files.txt, splits.csv may be missing).
+        max_gallery: at most this many misclassified images, most confident first.
+        gradcam: add Grad-CAM overlays to the gallery (needs the model and a 4-D feature map;
+            otherwise the gallery says why there are none).
+        model: Classifier or model path for Grad-CAM; default ``RUN/model.keras``.
+        out: output file; default ``RUN/report.html``.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"No run directory {run}.")
+    config = _read_json(run / "config.json")
+    metrics = _read_json(run / "metrics.json")
+    predictions = _read_csv(run / "predictions.csv")
+    names = _class_names(run, config, metrics, predictions)
+    if metrics is None and predictions and len(names) >= 2:
+        metrics = _metrics_from_predictions(predictions, names)
+    if metrics:
+        names = list(metrics.get("class_names") or metrics["per_class"])
+    with tempfile.TemporaryDirectory(prefix="transferlab-report-") as tmp:
+        sections = [  # results first, then how they were obtained
+            _summary(config, metrics), _per_class(metrics), _confusion(metrics, names, Path(tmp)),
+            _confused_pairs(metrics), _mistakes(run, predictions, names, metrics, max_gallery, gradcam, model),
+            _curves(run, Path(tmp)), _data(run, config, names), _settings(config),
+        ]
+    created = (config or {}).get("created", "")
+    nav = " &middot; ".join(f'<a href="#{s}" style="color:#bcccdc">{t}</a>' for s, t in (
+        ("per-class", "per class"), ("confusion", "confusion matrix"), ("confused-pairs", "confused pairs"),
+        ("mistakes", "mistakes"), ("curves", "training curves"), ("data", "data"), ("settings", "settings")))
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>transferlab report: {_e(run.name)}</title><style>{_CSS}</style></head><body>"
+            f"<header><h1>Run {_e(run.name)}</h1><p>{_e(run.resolve())}"
+            f"{' &middot; ' + _e(created) if created else ''}</p><p>{nav}</p></header>"
+            f"<main>{''.join(sections)}</main></body></html>\n")
+    target = Path(out) if out else run / REPORT_FILE
+    target.write_text(page, encoding="utf-8")
+    return target

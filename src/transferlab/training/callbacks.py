@@ -1,0 +1,91 @@
+"""Keras callbacks of a training run: epoch progress with live metrics and ETA, TensorBoard logs."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import keras
+
+from transferlab.progress import progress_bar
+
+__all__ = ["EpochProgress", "tensorboard_callback", "TENSORBOARD_DIR"]
+
+TENSORBOARD_DIR = "tensorboard"
+_SHOWN = (("loss", "loss"), ("accuracy", "acc"), ("val_loss", "val_loss"), ("val_accuracy", "val_acc"))
+
+
+def _format_logs(logs: dict | None) -> str:
+    logs = logs or {}
+    return "  ".join(f"{label} {float(logs[key]):.4f}" for key, label in _SHOWN if key in logs)
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """One progress bar over the epochs of ``fit``: count, rate, ETA and the latest metrics.
+
+    On a terminal a live bar (tqdm) whose postfix shows loss/accuracy/val_loss/val_accuracy (and
+    the running batch loss during long epochs); otherwise one plain summary line when training
+    ends; nothing with ``set_quiet(True)`` or ``enabled=False`` (see :func:`progress_bar`).
+    The total is ``epochs`` (less ``initial_epoch`` when resuming): early stopping ends the bar
+    before it is full.
+    """
+
+    def __init__(self, desc: str = "Training", enabled: bool = True, batch_interval_s: float = 0.5):
+        super().__init__()
+        self.desc, self.enabled, self.batch_interval_s = desc, enabled, batch_interval_s
+        self._context = self._bar = self._first_epoch = None
+        self._epoch_text = ""
+        self._last_batch = 0.0
+
+    def on_train_begin(self, logs=None):
+        self._close()
+        self._context = progress_bar(total=self.params.get("epochs"), desc=self.desc, unit="epoch",
+                                     enabled=self.enabled)
+        self._bar = self._context.__enter__()
+        self._epoch_text, self._first_epoch = "", None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch is None:  # resumed with initial_epoch: count the epochs still to run
+            self._first_epoch = epoch
+            if epoch and getattr(self._bar, "total", None):
+                self._bar.total = max(self._bar.total - epoch, 1)
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if self._bar is None or now - self._last_batch < self.batch_interval_s:
+            return
+        self._last_batch = now
+        steps = self.params.get("steps")
+        live = f"step {batch + 1}" + (f"/{steps}" if steps else "")
+        if logs and "loss" in logs:
+            live += f" loss {float(logs['loss']):.4f}"
+        self._bar.set_postfix_str("  ".join(t for t in (self._epoch_text, f"[{live}]") if t))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._bar is None:
+            return
+        self._epoch_text = _format_logs(logs)
+        self._bar.set_postfix_str(self._epoch_text)
+        self._bar.update(1)
+
+    def on_train_end(self, logs=None):
+        self._close()
+
+    def _close(self):
+        if self._context is not None:
+            context, self._context, self._bar = self._context, None, None
+            context.__exit__(None, None, None)
+
+
+def tensorboard_callback(run_dir: str | os.PathLike, **kwargs) -> keras.callbacks.TensorBoard:
+    """TensorBoard logs of a run in ``RUN/tensorboard`` (view: ``tensorboard --logdir RUN/tensorboard``)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ImportError("--tensorboard needs the tensorboard package (TensorFlow's summary writer "
+                          "uses it): pip install tensorboard")
+    log_dir = Path(run_dir) / TENSORBOARD_DIR
+    log_dir.mkdir(parents=True, exist_ok=True)
+    settings = {"histogram_freq": 0, "write_graph": False, "update_freq": "epoch", **kwargs}
+    return keras.callbacks.TensorBoard(log_dir=str(log_dir), **settings)
