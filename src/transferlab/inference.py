@@ -12,14 +12,14 @@ import glob
 import json
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from transferlab.data.decode import ImageDecodeError, resize_image
+from transferlab.data.loader import iter_file_batches
 from transferlab.data.pipeline import ResizeConfig
 from transferlab.data.sources import is_hidden
 from transferlab.progress import progress_bar
@@ -89,24 +89,6 @@ def _as_uint8_batch(images: np.ndarray, resize: ResizeConfig) -> np.ndarray:
     return np.stack([resize_image(Image.fromarray(a), (size, size), mode=resize.mode,
                                   interpolation=resize.interpolation, crop_fraction=resize.crop_fraction)
                      for a in arr])
-
-
-def iter_file_batches(paths: Sequence[str], resize: ResizeConfig, batch_size: int,
-                      workers: int | None = None) -> Iterator[tuple[list[int], np.ndarray, dict[int, str]]]:
-    """Yield ``(indices, uint8 images, {index: error})`` per batch; bad files never stop the stream."""
-    def load(i: int):
-        try:
-            return i, resize.load(paths[i]), None
-        except ImageDecodeError as exc:
-            return i, None, exc.reason
-
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        for start in range(0, len(paths), batch_size):
-            results = list(pool.map(load, range(start, min(start + batch_size, len(paths)))))
-            good = [(i, img) for i, img, err in results if err is None]
-            errors = {i: err for i, _, err in results if err is not None}
-            images = np.stack([img for _, img in good]) if good else np.zeros((0, resize.size, resize.size, 3), np.uint8)
-            yield [i for i, _ in good], images, errors
 
 
 # ------------------------------------------------------------------ runtimes

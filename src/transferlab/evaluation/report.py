@@ -260,9 +260,16 @@ def _data(run: Path, config: dict | None, names: list[str]) -> str:
     return _section("data", "Data", "".join(parts))
 
 
+def _fresh(picture: Path, source: Path) -> bool:
+    """True if ``picture`` exists and is not older than the data it shows (reuse, don't redraw)."""
+    return picture.is_file() and (not source.exists() or picture.stat().st_mtime >= source.stat().st_mtime)
+
+
 def _curves(run: Path, tmp: Path) -> str:
     from transferlab.evaluation.plots import plot_training_curves
 
+    if _fresh(run / "training_curves.png", run / "history.csv"):
+        return _section("curves", "Training curves", _img_file(run / "training_curves.png", "training curves"))
     history, boundaries = _read_history(run / "history.csv")
     try:
         if history:
@@ -275,7 +282,7 @@ def _curves(run: Path, tmp: Path) -> str:
     return _section("curves", "Training curves", _muted("No training history in this run."))
 
 
-def _confusion(metrics: dict | None, names: list[str], tmp: Path) -> str:
+def _confusion(metrics: dict | None, names: list[str], tmp: Path, run: Path | None = None) -> str:
     from transferlab.evaluation.plots import plot_confusion_matrix
 
     if not metrics:
@@ -283,8 +290,12 @@ def _confusion(metrics: dict | None, names: list[str], tmp: Path) -> str:
     cm = np.array(metrics["confusion_matrix"])
     split = metrics.get("split")
     suffix = f" ({split} split)" if split else ""
-    counts = plot_confusion_matrix(cm, names, tmp / "cm.png", title="Counts" + suffix)
-    normed = plot_confusion_matrix(cm, names, tmp / "cm_norm.png", normalize=True, title="Row-normalized" + suffix)
+    # The trainer already drew both matrices; redraw only what is missing or stale.
+    source = run / "metrics.json" if run else tmp / "none"
+    counts = run / "confusion_matrix.png" if run and _fresh(run / "confusion_matrix.png", source) else \
+        plot_confusion_matrix(cm, names, tmp / "cm.png", title="Counts" + suffix)
+    normed = run / "confusion_matrix_normalized.png" if run and _fresh(run / "confusion_matrix_normalized.png", source) \
+        else plot_confusion_matrix(cm, names, tmp / "cm_norm.png", normalize=True, title="Row-normalized" + suffix)
     wide = " wide" if len(names) > 12 else ""  # big matrices get the full width each
     body = (f'<div class="figs{wide}">{_img_file(counts, "confusion matrix, counts")}'
             f'{_img_file(normed, "confusion matrix, row-normalized")}</div>'
@@ -433,7 +444,7 @@ def write_report(run_dir: str | os.PathLike, *, max_gallery: int = 48, gradcam: 
         names = list(metrics.get("class_names") or metrics["per_class"])
     with tempfile.TemporaryDirectory(prefix="transferlab-report-") as tmp:
         sections = [  # results first, then how they were obtained
-            _summary(config, metrics), _per_class(metrics), _confusion(metrics, names, Path(tmp)),
+            _summary(config, metrics), _per_class(metrics), _confusion(metrics, names, Path(tmp), run),
             _confused_pairs(metrics), _mistakes(run, predictions, names, metrics, max_gallery, gradcam, model),
             _curves(run, Path(tmp)), _data(run, config, names), _settings(config),
         ]

@@ -11,7 +11,7 @@ Layout::
 * An **entry** is keyed by the SHA-256 of the image file's bytes, so renaming or moving an
   image keeps its features, and the same photo in two datasets is computed once.
 * Writes are **atomic**: an entry is written to a temporary file in the same folder and moved
-  into place with ``os.replace``. A killed process leaves at most a stray temporary file,
+  into place with ``os.replace`` (not fsynced: the read-side checksum covers power loss). A killed process leaves at most a stray temporary file,
   never a half-written entry. Two processes writing the same entry write identical bytes, and
   the last rename wins; readers never see a partial file.
 * Every read is **verified**: magic, length and a BLAKE2b checksum over (key, vector). A bad
@@ -77,10 +77,10 @@ class FeatureCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
         try:
+            # No fsync: a killed process cannot lose written pages, and a power cut that
+            # tears an entry is caught by the checksum on read (then recomputed).
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
             os.replace(tmp, path)
         except BaseException:
             # Interrupted (even by Ctrl-C): remove our temporary file, keep the cache clean.

@@ -14,7 +14,8 @@ Run directory (``runs/<name>/``)::
     history.csv            per-epoch loss/accuracy (train and validation)
     metrics.json           evaluation report on the test split (validation split when no test)
     predictions.csv        per-image label, prediction and probabilities on that split
-    confusion_matrix.png, training_curves.png
+    confusion_matrix.png, confusion_matrix_normalized.png, training_curves.png
+    report.html            all of the above on one page, with the mistakes and Grad-CAM
 """
 
 from __future__ import annotations
@@ -381,8 +382,11 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
             metrics["note"] = "no test split: metrics are on the validation split that drove early stopping"
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         write_predictions(run_dir / "predictions.csv", eval_records, y_eval, probs, dataset.class_names)
-        plot_confusion_matrix(np.array(metrics["confusion_matrix"]), dataset.class_names,
-                              run_dir / "confusion_matrix.png", title=f"Confusion matrix ({eval_split} split)")
+        matrix = np.array(metrics["confusion_matrix"])
+        plot_confusion_matrix(matrix, dataset.class_names, run_dir / "confusion_matrix.png",
+                              title=f"Counts ({eval_split} split)")
+        plot_confusion_matrix(matrix, dataset.class_names, run_dir / "confusion_matrix_normalized.png",
+                              normalize=True, title=f"Row-normalized ({eval_split} split)")
     _write_history(run_dir / "history.csv", history, boundaries)
     plot_training_curves(history, run_dir / "training_curves.png", phase_boundaries=boundaries)
 
