@@ -90,6 +90,10 @@ def test_evaluate_and_predict_every_way(setup, tmp_path):
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert {"accuracy", "loss", "per_class", "confusion_matrix"} <= set(report)
+    (evaluation,) = (clf.run_dir / "evaluations").iterdir()  # evaluate leaves its own report beside the run
+    for name in ("metrics.json", "predictions.csv", "confusion_matrix.png", "report.html"):
+        assert (evaluation / name).is_file(), name
+    assert 'id="mistakes"' in (evaluation / "report.html").read_text()
 
 
 def test_model_keras_loads_in_a_fresh_process_with_plain_keras(setup):

@@ -17,6 +17,8 @@ import argparse
 import json
 import logging
 import sys
+from datetime import datetime
+from pathlib import Path
 from typing import Sequence
 
 from transferlab import __version__
@@ -185,11 +187,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from transferlab.inference import load
 
     clf = load(args.model, safe_mode=not args.unsafe)
-    report = clf.evaluate(args.data, split=args.split, show_progress=not (args.quiet or args.json))
+    out = args.out
+    if out is None and clf.run_dir is not None and (clf.run_dir / "config.json").exists():
+        out = clf.run_dir / "evaluations" / f"{Path(args.data).stem}-{datetime.now():%Y%m%d-%H%M%S}"
+    report = clf.evaluate(args.data, split=args.split, show_progress=not (args.quiet or args.json), out_dir=out)
     if args.json:
         _print_json(report)
     else:
         print(format_summary(report))
+        if out is not None:
+            print(f"Report: {Path(out) / 'report.html'}")
     return EXIT_OK
 
 
@@ -263,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="run directory or model file")
     p.add_argument("data", help="labeled folder or CSV")
     p.add_argument("--split", choices=["train", "val", "test"], help="only this split of the data (default: all)")
+    p.add_argument("--out", help="folder for metrics.json, predictions.csv and report.html "
+                                 "(default for a run: RUN/evaluations/<data>-<time>)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--unsafe", action="store_true", help="load a model file with safe_mode off (trusted files only)")
     p.set_defaults(func=_cmd_evaluate)

@@ -192,12 +192,14 @@ class Classifier:
         return Prediction(source, ranked[0][0], ranked[0][1], ranked)
 
     def evaluate(self, data, *, batch_size: int = 32, split: str | None = None,
-                 show_progress: bool = True) -> dict:
+                 show_progress: bool = True, out_dir: str | os.PathLike | None = None) -> dict:
         """Accuracy, loss, per-class precision/recall/F1 and confusion matrix on labeled data.
 
         Args:
             data: a labeled folder/CSV (every split is used unless ``split`` names one) or an
                 :class:`~transferlab.data.ImageDataset`.
+            out_dir: also write metrics.json, predictions.csv, confusion matrices and
+                report.html (mistakes gallery with Grad-CAM for Keras models) there.
         """
         from transferlab.data.dataset import ImageDataset, load_dataset
         from transferlab.evaluation.metrics import classification_report
@@ -221,7 +223,25 @@ class Classifier:
                 bar.update(len(indices) + len(errors))
         report = classification_report(labels[keep], probs[keep], self.class_names)
         report["skipped_files"] = [paths[i] for i in np.flatnonzero(~keep)]
+        report["data"] = str(dataset.root)
+        if split:
+            report["split"] = split
+        if out_dir is not None:
+            self._write_evaluation(Path(out_dir), report, [r for r, k in zip(records, keep) if k], probs[keep])
         return report
+
+    def _write_evaluation(self, out: Path, report: dict, records, probs: np.ndarray) -> None:
+        from transferlab.evaluation.artifacts import write_evaluation
+        from transferlab.evaluation.report import write_report
+
+        write_evaluation(out, report, [r.path for r in records], [r.label for r in records], probs,
+                         self.class_names)
+        (out / LABELS_FILE).write_text("\n".join(self.class_names) + "\n", encoding="utf-8")
+        try:
+            path = write_report(out, model=self if self.runtime.name == "keras" else None)
+            logger.info("Report: %s", path)
+        except Exception as exc:  # noqa: BLE001 - the report never fails an evaluation
+            logger.warning("report.html not written: %s: %s", type(exc).__name__, exc)
 
 
 # ------------------------------------------------------------------ loading

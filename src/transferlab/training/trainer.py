@@ -36,7 +36,8 @@ from transferlab import __version__
 from transferlab.data.dataset import ImageDataset, load_dataset
 from transferlab.data.pipeline import ResizeConfig
 from transferlab.evaluation.metrics import classification_report, format_summary
-from transferlab.evaluation.plots import plot_confusion_matrix, plot_training_curves
+from transferlab.evaluation.artifacts import write_evaluation
+from transferlab.evaluation.plots import plot_training_curves
 from transferlab.features.cache import FeatureCache, default_cache_dir
 from transferlab.features.extract import extract_features
 from transferlab.inference import LABELS_FILE, MODEL_FILE, RUN_CONFIG, Classifier, KerasRuntime
@@ -140,18 +141,6 @@ def _extract_all(dataset: ImageDataset, splits: dict, backbone, info, resize, co
                      [records[i] for i in rows])
         start += len(splits[s])
     return arrays, result, cache
-
-
-def write_predictions(path: Path, records, labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> Path:
-    """Per-image results of the evaluated split: ``path,label,predicted,confidence,p_<class>...``."""
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "label", "predicted", "confidence"] + [f"p_{c}" for c in class_names])
-        for record, p in zip(records, probs):
-            best = int(np.argmax(p))
-            writer.writerow([record.path, record.label, class_names[best], f"{p[best]:.6f}"]
-                            + [f"{v:.6f}" for v in p])
-    return path
 
 
 def _train_head(head, arrays, config: TrainConfig, run_dir: Path, state: dict | None, show_progress: bool):
@@ -380,13 +369,8 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
         metrics["split"] = eval_split
         if eval_split == "val":
             metrics["note"] = "no test split: metrics are on the validation split that drove early stopping"
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-        write_predictions(run_dir / "predictions.csv", eval_records, y_eval, probs, dataset.class_names)
-        matrix = np.array(metrics["confusion_matrix"])
-        plot_confusion_matrix(matrix, dataset.class_names, run_dir / "confusion_matrix.png",
-                              title=f"Counts ({eval_split} split)")
-        plot_confusion_matrix(matrix, dataset.class_names, run_dir / "confusion_matrix_normalized.png",
-                              normalize=True, title=f"Row-normalized ({eval_split} split)")
+        write_evaluation(run_dir, metrics, [r.path for r in eval_records], [r.label for r in eval_records],
+                         probs, dataset.class_names)
     _write_history(run_dir / "history.csv", history, boundaries)
     plot_training_curves(history, run_dir / "training_curves.png", phase_boundaries=boundaries)
 
