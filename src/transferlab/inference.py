@@ -21,7 +21,7 @@ import numpy as np
 from transferlab.data.decode import ImageDecodeError, resize_image
 from transferlab.data.loader import iter_file_batches
 from transferlab.data.pipeline import ResizeConfig
-from transferlab.data.sources import is_hidden
+from transferlab.data.sources import walk_files
 from transferlab.progress import progress_bar
 
 logger = logging.getLogger("transferlab")
@@ -57,9 +57,7 @@ def expand_paths(items: str | os.PathLike | Iterable[str | os.PathLike]) -> list
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            for root, dirs, names in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not is_hidden(d))
-                files.extend(os.path.join(root, n) for n in sorted(names) if not is_hidden(n))
+            files.extend(str(f) for f in walk_files(path))
         elif path.exists():
             files.append(text)
         elif any(ch in text for ch in "*?["):

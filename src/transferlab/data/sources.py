@@ -44,7 +44,8 @@ def is_hidden(name: str) -> bool:
     return name.startswith(".") or name.lower() in _JUNK_NAMES
 
 
-def _walk_files(folder: Path) -> list[Path]:
+def walk_files(folder: Path) -> list[Path]:
+    """Every non-hidden file below ``folder`` (recursively, links followed), in sorted order."""
     files = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
@@ -84,7 +85,7 @@ def detect_layout(source: str | os.PathLike) -> str:
 def _from_class_folders(root: Path, base: Path, split: str | None) -> list[Sample]:
     samples = []
     for class_dir in _class_dirs(root):
-        for file in _walk_files(class_dir):
+        for file in walk_files(class_dir):
             samples.append(Sample(str(file.resolve()), file.relative_to(base).as_posix(), class_dir.name, split))
     return samples
 

@@ -199,17 +199,16 @@ def model_classes(run_dir: Path) -> list[str]:
     return (run_dir / LABELS_FILE).read_text(encoding="utf-8").split("\n")[:-1]
 
 
-def _evaluate_images(model, records, resize, class_names) -> tuple[np.ndarray, np.ndarray]:
+def _evaluate_images(model, records, resize, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (N, C) of a full model on image files, and a mask of the readable ones."""
-    from transferlab.data.pipeline import make_image_dataset
+    from transferlab.data.loader import iter_file_batches
 
-    index = {name: i for i, name in enumerate(class_names)}
-    data = make_image_dataset([r.path for r in records], [index[r.label] for r in records], resize, batch_size=32)
-    probs, ok = [], []
-    for images, _, weights in data.as_numpy_iterator():
-        probs.append(model.predict_on_batch(images))
-        ok.append(weights > 0)
-    return np.concatenate(probs), np.concatenate(ok)
+    probs, readable = np.zeros((len(records), num_classes), np.float32), np.zeros(len(records), bool)
+    for indices, images, _ in iter_file_batches([r.path for r in records], resize, batch_size=32):
+        if indices:
+            probs[indices] = model.predict_on_batch(images.astype(np.float32))
+            readable[indices] = True
+    return probs, readable
 
 
 def _start_metadata(config: TrainConfig, data, dataset: ImageDataset, info, resize: ResizeConfig, note: str) -> dict:
@@ -360,7 +359,7 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
     metrics = None
     if len(eval_records):
         if config.strategy == "fine-tune":
-            probs, readable = _evaluate_images(model, eval_records, resize, dataset.class_names)
+            probs, readable = _evaluate_images(model, eval_records, resize, classes)
             y_eval, probs = y_eval[readable], probs[readable]
             eval_records = [r for r, keep in zip(eval_records, readable) if keep]
         else:
