@@ -50,6 +50,7 @@ def test_trainable_layers_for_each_option(tmp_path):
     assert set_trainable_top(base, "1") == ["conv2"]
     assert set_trainable_top(base, "2") == ["conv1", "conv2"]
     assert set_trainable_top(base, "all") == ["conv1", "conv2"]
+    assert set_trainable_top(base, "50") == ["conv1", "conv2"]  # more than there are: all of them
     assert set_trainable_top(base, "5", unfreeze_from="conv2") == ["conv2"]
     for layer in base.layers:
         if isinstance(layer, keras.layers.BatchNormalization):

@@ -56,7 +56,9 @@ def set_trainable_top(base: keras.Model, unfreeze: str | int = "20", unfreeze_fr
     else:
         candidates = _weighted_layers(base)
         count = len(candidates) if str(unfreeze) == "all" else int(unfreeze)
-        chosen = {layer.name for layer in candidates[len(candidates) - count:]} if count > 0 else set()
+        # max(0, ...): asking for more layers than there are means all of them (a negative
+        # start would silently pick the last few instead).
+        chosen = {layer.name for layer in candidates[max(0, len(candidates) - count):]} if count > 0 else set()
     unfrozen = []
     for layer in base.layers:
         is_bn = isinstance(layer, keras.layers.BatchNormalization)
