@@ -42,7 +42,7 @@ SETTINGS = {
     "feature-extraction": {},
     "fine-tune top-20, lr 1e-4": {"strategy": "fine-tune", "unfreeze": "20", "fine_tune_lr": 1e-4},
     "fine-tune top-20, lr 3e-4": {"strategy": "fine-tune", "unfreeze": "20", "fine_tune_lr": 3e-4},
-    "fine-tune top-50, lr 1e-4": {"strategy": "fine-tune", "unfreeze": "50", "fine_tune_lr": 1e-4},
+    "fine-tune all layers, lr 1e-4": {"strategy": "fine-tune", "unfreeze": "all", "fine_tune_lr": 1e-4},
 }
 
 
