@@ -143,3 +143,24 @@ def test_killed_extraction_leaves_a_usable_cache(tmp_path, tiny_backbone):
     cache = FeatureCache(tmp_path / "cache", PARTS)
     assert all(cache.get(r.sha256) is not None for r in ds.records)
     assert cache.corrupt_entries == 0
+
+
+def test_two_processes_sharing_one_cache_do_not_corrupt_it(tmp_path, tiny_backbone):
+    model_path = tmp_path / "tiny.keras"
+    save_tiny_cnn(model_path)
+    data = make_class_folders(tmp_path / "d", {"a": 10, "b": 10})
+    script = _KILLABLE.replace("time.sleep(0.3)", "time.sleep(0.02)").format(
+        tests=str(Path(__file__).parent), model=str(model_path), data=str(data), parts=PARTS,
+        cache=str(tmp_path / "cache"))
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and "finished" in out, err[-2000:]
+    cache = FeatureCache(tmp_path / "cache", PARTS)
+    ds = load_dataset(data, show_progress=False)
+    model, _ = tiny_backbone
+    result = extract_features([r.path for r in ds.records], [r.sha256 for r in ds.records], model, ResizeConfig(32),
+                              cache, engine="keras", show_progress=False)
+    assert (result.hits, result.misses, cache.corrupt_entries) == (20, 0, 0)
+    assert not list((tmp_path / "cache").rglob("*.part"))  # no temporary file left behind
