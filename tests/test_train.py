@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -123,3 +124,15 @@ def test_invalid_settings_fail_before_any_work(setup):
     with pytest.raises(ValueError, match="Unknown training setting"):
         transferlab.TrainConfig.from_dict({"epochz": 3})
     assert not (root / "runs" / "bad").exists()
+
+
+def test_unavailable_weights_fail_cleanly_and_leave_no_run_dir(setup, tmp_path):
+    root, _, data = setup
+    proc = subprocess.run([sys.executable, "-m", "transferlab.cli", "train", str(data), "--backbone", "mobilenet_v2",
+                           "--runs-dir", str(tmp_path / "runs"), "--name", "offline"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TRANSFERLAB_OFFLINE": "1",
+                               "KERAS_HOME": str(tmp_path / "empty_keras")})
+    assert proc.returncode == 2
+    assert proc.stderr.count("Traceback") == 0 and "error:" in proc.stderr and "--weights PATH" in proc.stderr
+    assert not (tmp_path / "runs" / "offline").exists()

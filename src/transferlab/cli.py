@@ -316,6 +316,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DatasetError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except RuntimeError as exc:
+        # Raised only after the backbones module (and Keras) was imported; look it up, don't import.
+        keras_apps = sys.modules.get("transferlab.backbones.keras_apps")
+        if keras_apps is None or not isinstance(exc, keras_apps.WeightsUnavailableError):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

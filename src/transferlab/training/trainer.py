@@ -26,6 +26,7 @@ import logging
 import os
 import platform
 import re
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -252,7 +253,14 @@ def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_pr
         raise ValueError("The training split is empty: add images or lower --val-fraction/--test-fraction.")
     run_dir = new_run_dir(config.runs_dir, config.name, Path(data).stem)
     logger.info("Run directory: %s", run_dir)
-    return _run(data, dataset, config, run_dir, None, show_progress, from_model)
+    try:
+        return _run(data, dataset, config, run_dir, None, show_progress, from_model)
+    except Exception:
+        # Failed before anything resumable existed (e.g. backbone weights unavailable): leave no
+        # half-made run directory behind. A run with config.json is kept for --resume.
+        if not (run_dir / RUN_CONFIG).exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def resume(run_dir: str | os.PathLike, *, show_progress: bool = True) -> Classifier:
