@@ -88,6 +88,18 @@ def augment_image(image, seed, config: AugmentConfig):
     return tf.clip_by_value(image, 0.0, 1.0) * 255.0
 
 
+def epoch_permutation(index, n: int, seed: int, epoch):
+    """Position ``index`` of a permutation of range(n) that depends only on (seed, epoch).
+
+    Stateless (``index_shuffle``), so it never interacts with TensorFlow's global seed, and a
+    resumed run recomputes exactly the order an uninterrupted run used.
+    """
+    import tensorflow as tf
+
+    key = tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64), tf.constant(0, tf.int64)])
+    return tf.random.experimental.index_shuffle(tf.cast(index, tf.int64), key, tf.constant(n - 1, tf.int64))
+
+
 def _is_ok(element, ok):
     return ok
 
@@ -161,8 +173,7 @@ def make_image_dataset(
     def one_epoch(epoch):
         indices = tf.data.Dataset.range(n)
         if shuffle:
-            epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + epoch
-            indices = indices.shuffle(n, seed=epoch_seed, reshuffle_each_iteration=False)
+            indices = indices.map(lambda i: epoch_permutation(i, n, seed, epoch))
         # Stateless per-image augmentation seed: (seed + epoch, index).
         with_seeds = indices.map(lambda i: (i, tf.stack([tf.cast(seed, tf.int64) + epoch, i])))
         ds = with_seeds.map(load, num_parallel_calls=calls, deterministic=True)

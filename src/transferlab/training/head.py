@@ -67,12 +67,13 @@ def epoch_seeded_arrays(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int
     """
     import tensorflow as tf
 
-    base = tf.data.Dataset.from_tensor_slices((x, y)).cache()
-    n = len(x)
+    from transferlab.data.pipeline import epoch_permutation
+
+    x_all, y_all, n = tf.constant(x), tf.constant(y), len(x)
 
     def one_epoch(epoch):
-        return base.shuffle(n, seed=tf.cast(seed, tf.int64) * 1_000_003 + epoch,
-                            reshuffle_each_iteration=False).batch(batch_size)
+        order = tf.data.Dataset.range(n).map(lambda i: epoch_permutation(i, n, seed, epoch))
+        return order.batch(batch_size).map(lambda idx: (tf.gather(x_all, idx), tf.gather(y_all, idx)))
 
     # repeat(): Keras peeks one batch past the last epoch; never let it see "out of data".
     return tf.data.Dataset.range(first_epoch, end_epoch).flat_map(one_epoch).repeat().prefetch(2)
