@@ -8,8 +8,9 @@ keeps every weight and constant inside the graph, so the ONNX model has exactly 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
+
+from transferlab._atomic import atomic_write_bytes
 
 ONNX_OPSET = 17
 
@@ -42,20 +43,8 @@ def keras_to_onnx(model, path: str | os.PathLike, *, input_size: int, input_dtyp
         return {output_name: outputs} if output_name else outputs
 
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".onnx")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(proto.SerializeToString())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a model file is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    atomic_write_bytes(path, proto.SerializeToString())
+    return Path(path)
 
 
 def onnx_session(path: str | os.PathLike, threads: int | None = None):

@@ -10,9 +10,9 @@ Layout::
   format's version. Change any of them and a new folder is used; nothing stale is ever read.
 * An **entry** is keyed by the SHA-256 of the image file's bytes, so renaming or moving an
   image keeps its features, and the same photo in two datasets is computed once.
-* Writes are **atomic**: an entry is written to a temporary file in the same folder and moved
-  into place with ``os.replace`` (not fsynced: the read-side checksum covers power loss). A killed process leaves at most a stray temporary file,
-  never a half-written entry. Two processes writing the same entry write identical bytes, and
+* Writes are **atomic** (:mod:`transferlab._atomic`; not fsynced: the read-side checksum covers
+  power loss). A killed process leaves at most a stray temporary file, never a half-written
+  entry. Two processes writing the same entry write identical bytes, and
   the last rename wins; readers never see a partial file.
 * Every read is **verified**: magic, length and a BLAKE2b checksum over (key, vector). A bad
   entry is deleted and reported as a miss, so it is recomputed.
@@ -24,11 +24,12 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
+
+from transferlab._atomic import atomic_write_bytes
 
 FORMAT_VERSION = 1
 _MAGIC = b"TLF1"
@@ -62,7 +63,7 @@ class FeatureCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         description = self.directory / "fingerprint.json"
         if not description.exists():
-            self._atomic_write(description, json.dumps({**self.parts, "format": FORMAT_VERSION},
+            atomic_write_bytes(description, json.dumps({**self.parts, "format": FORMAT_VERSION},
                                                        indent=2, sort_keys=True).encode("utf-8"))
         self.corrupt_entries = 0
 
@@ -73,28 +74,13 @@ class FeatureCache:
     def _digest(key: str, payload: bytes) -> bytes:
         return hashlib.blake2b(key.encode("ascii") + payload, digest_size=_DIGEST_SIZE).digest()
 
-    def _atomic_write(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-        try:
-            # No fsync: a killed process cannot lose written pages, and a power cut that
-            # tears an entry is caught by the checksum on read (then recomputed).
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            # Interrupted (even by Ctrl-C): remove our temporary file, keep the cache clean.
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-
     def put(self, key: str, vector: np.ndarray) -> None:
         """Store one feature vector (any float dtype; stored as float32)."""
         payload = np.ascontiguousarray(vector, dtype="<f4").ravel().tobytes()
         data = _HEADER.pack(_MAGIC, len(payload) // 4) + payload + self._digest(key, payload)
-        self._atomic_write(self.entry_path(key), data)
+        # No fsync: a killed process cannot lose written pages, and a power cut that tears an
+        # entry is caught by the checksum on read (then recomputed).
+        atomic_write_bytes(self.entry_path(key), data)
 
     def get(self, key: str) -> np.ndarray | None:
         """The stored vector, or None if absent or corrupt (a corrupt entry is deleted)."""

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
+from transferlab._atomic import atomic_write_bytes
 from transferlab.data.loader import iter_file_batches
 from transferlab.data.pipeline import ResizeConfig
 from transferlab.features.cache import FeatureCache
@@ -92,9 +92,8 @@ class OnnxEngine:
             return None
 
     def record_parity(self, diff: float) -> None:
-        tmp = self.parity_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"max_abs_diff": diff, "tolerance": PARITY_TOLERANCE}))
-        os.replace(tmp, self.parity_path)
+        atomic_write_bytes(self.parity_path,
+                           json.dumps({"max_abs_diff": diff, "tolerance": PARITY_TOLERANCE}).encode())
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self._session.run(None, {self._input: images.astype(np.float32, copy=False)})[0]

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
-import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +30,8 @@ from typing import Iterator
 
 import keras
 import numpy as np
+
+from transferlab._atomic import atomic_write, atomic_write_bytes
 
 logger = logging.getLogger("transferlab")
 
@@ -47,26 +47,12 @@ class TrainingInterrupted(RuntimeError):
                          f"{run_dir / CHECKPOINT_DIR}. Resume with: transferlab train --resume {run_dir}")
 
 
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
 
-    _atomic(path, write)
+    atomic_write(path, write, sync=True)
 
 
 def save_weights(model: keras.Model, path: Path) -> None:
@@ -104,7 +90,7 @@ def load_training_state(model: keras.Model, path: Path) -> None:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, default=float), encoding="utf-8"))
+    atomic_write_bytes(path, json.dumps(data, indent=2, default=float).encode("utf-8"), sync=True)
 
 
 def read_state(run_dir: Path) -> dict | None:
