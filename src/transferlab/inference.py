@@ -150,19 +150,31 @@ class Classifier:
         where = f", run_dir={str(self.run_dir)!r}" if self.run_dir else ""
         return f"Classifier(classes={self.class_names}, input={self.resize.size}px, runtime={self.runtime.name}{where})"
 
+    def predict_files(self, paths: Sequence[str], *, batch_size: int = 32, show_progress: bool = False,
+                      desc: str = "Predicting") -> tuple[np.ndarray, dict[int, str]]:
+        """Probabilities (N, C) for image files, and ``{index: reason}`` for the unreadable ones
+        (their rows stay zero). Files are decoded ahead of the model, batch by batch."""
+        probs = np.zeros((len(paths), len(self.class_names)), np.float32)
+        errors: dict[int, str] = {}
+        with progress_bar(total=len(paths), desc=desc, unit="img", enabled=show_progress) as bar:
+            for indices, batch, batch_errors in iter_file_batches(paths, self.resize, batch_size):
+                if indices:
+                    probs[indices] = self.runtime(batch)
+                errors.update(batch_errors)
+                bar.update(len(indices) + len(batch_errors))
+        return probs, errors
+
     def predict_proba(self, images, *, batch_size: int = 32) -> np.ndarray:
         """Probabilities (N, C) for arrays (N, H, W, 3) / (H, W, 3) or paths; any unreadable file raises."""
         if isinstance(images, np.ndarray):
             batch = _as_uint8_batch(images, self.resize)
             return np.concatenate([self.runtime(batch[i:i + batch_size]) for i in range(0, len(batch), batch_size)])
         paths = expand_paths(images)
-        out = np.zeros((len(paths), len(self.class_names)), np.float32)
-        for indices, batch, errors in iter_file_batches(paths, self.resize, batch_size):
-            if errors:
-                i, reason = next(iter(errors.items()))
-                raise ImageDecodeError(paths[i], reason)
-            out[indices] = self.runtime(batch)
-        return out
+        probs, errors = self.predict_files(paths, batch_size=batch_size)
+        if errors:
+            i = min(errors)
+            raise ImageDecodeError(paths[i], errors[i])
+        return probs
 
     def predict(self, images, *, top_k: int = 1, batch_size: int = 32,
                 show_progress: bool = False) -> list[Prediction]:
@@ -172,17 +184,11 @@ class Classifier:
             probs = self.predict_proba(images, batch_size=batch_size)
             return [self._prediction(f"array[{i}]", p, top_k) for i, p in enumerate(probs)]
         paths = expand_paths(images)
-        results: list[Prediction | None] = [None] * len(paths)
-        with progress_bar(total=len(paths), desc="Predicting", unit="img", enabled=show_progress) as bar:
-            for indices, batch, errors in iter_file_batches(paths, self.resize, batch_size):
-                for i, reason in errors.items():
-                    logger.warning("cannot read %s: %s", paths[i], reason)
-                    results[i] = Prediction(paths[i], error=reason)
-                if indices:
-                    for i, p in zip(indices, self.runtime(batch)):
-                        results[i] = self._prediction(paths[i], p, top_k)
-                bar.update(len(indices) + len(errors))
-        return [r for r in results if r is not None]
+        probs, errors = self.predict_files(paths, batch_size=batch_size, show_progress=show_progress)
+        for i, reason in sorted(errors.items()):
+            logger.warning("cannot read %s: %s", paths[i], reason)
+        return [Prediction(path, error=errors[i]) if i in errors else self._prediction(path, probs[i], top_k)
+                for i, path in enumerate(paths)]
 
     def _prediction(self, source: str, probs: np.ndarray, top_k: int) -> Prediction:
         order = np.argsort(-probs)[:top_k]
@@ -211,14 +217,9 @@ class Classifier:
         index = {name: i for i, name in enumerate(self.class_names)}
         paths = [r.path for r in records]
         labels = np.array([index[r.label] for r in records])
-        probs = np.zeros((len(paths), len(self.class_names)), np.float32)
-        keep = np.zeros(len(paths), bool)
-        with progress_bar(total=len(paths), desc="Evaluating", unit="img", enabled=show_progress) as bar:
-            for indices, batch, errors in iter_file_batches(paths, self.resize, batch_size):
-                if indices:
-                    probs[indices] = self.runtime(batch)
-                    keep[indices] = True
-                bar.update(len(indices) + len(errors))
+        probs, errors = self.predict_files(paths, batch_size=batch_size, show_progress=show_progress,
+                                           desc="Evaluating")
+        keep = np.array([i not in errors for i in range(len(paths))], dtype=bool)
         report = classification_report(labels[keep], probs[keep], self.class_names)
         report["skipped_files"] = [paths[i] for i in np.flatnonzero(~keep)]
         report["data"] = str(dataset.root)

@@ -162,12 +162,12 @@ def _train_head(head, arrays, config: TrainConfig, run_dir: Path, state: dict | 
 
 
 def _fine_tune_phase(model, arrays, resize, config: TrainConfig, run_dir: Path, state: dict | None,
-                     num_classes: int, head_history: dict, show_progress: bool) -> tuple[dict[str, list[float]], bool]:
+                     class_names: list[str], head_history: dict, show_progress: bool) -> tuple[dict[str, list[float]], bool]:
     """Phase 2: unfreeze the top of the backbone and train on augmented images."""
     from transferlab.training.finetune import fine_tune, schedule_callbacks
 
     train_records, val_records = arrays["train"][2], arrays["val"][2]
-    index = {name: i for i, name in enumerate(model_classes(run_dir))}
+    index = {name: i for i, name in enumerate(class_names)}
     early = ResumableEarlyStopping(run_dir, config.patience, (state or {}).get("early_stopping")) \
         if val_records and config.patience > 0 else None
     plateau = next(iter(schedule_callbacks(config.schedule, config.patience)), None)
@@ -179,7 +179,7 @@ def _fine_tune_phase(model, arrays, resize, config: TrainConfig, run_dir: Path, 
     with stop_on_sigint(checkpoint):
         fine_tune(model, ([r.path for r in train_records], [index[r.label] for r in train_records]),
                   ([r.path for r in val_records], [index[r.label] for r in val_records]), resize, config,
-                  num_classes=num_classes, callbacks=callbacks,
+                  num_classes=len(class_names), callbacks=callbacks,
                   initial_epoch=(state or {}).get("epochs_done", 0),
                   restore_state=run_dir / CHECKPOINT_DIR / "state.npz" if state else None, guard=early)
     improved = not (early is not None and early.kept_baseline)
@@ -194,22 +194,6 @@ def extra_callbacks(run_dir: Path, config: TrainConfig) -> list:
     from transferlab.training.callbacks import tensorboard_callback
 
     return [tensorboard_callback(run_dir)] if config.tensorboard else []
-
-
-def model_classes(run_dir: Path) -> list[str]:
-    return (run_dir / LABELS_FILE).read_text(encoding="utf-8").split("\n")[:-1]
-
-
-def _evaluate_images(model, records, resize, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities (N, C) of a full model on image files, and a mask of the readable ones."""
-    from transferlab.data.loader import iter_file_batches
-
-    probs, readable = np.zeros((len(records), num_classes), np.float32), np.zeros(len(records), bool)
-    for indices, images, _ in iter_file_batches([r.path for r in records], resize, batch_size=32):
-        if indices:
-            probs[indices] = model.predict_on_batch(images.astype(np.float32))
-            readable[indices] = True
-    return probs, readable
 
 
 def _start_metadata(config: TrainConfig, data, dataset: ImageDataset, info, resize: ResizeConfig, note: str) -> dict:
@@ -350,8 +334,8 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
         logger.info("Fine-tuning %d layer(s) of the backbone (BatchNorm stays frozen): %s%s", len(unfrozen),
                     ", ".join(unfrozen[:8]), " ..." if len(unfrozen) > 8 else "")
         fine_state = state if state["phase"] == "fine-tune" else None
-        fine_history, improved = _fine_tune_phase(model, arrays, resize, config, run_dir, fine_state, classes,
-                                                  head_history, show_progress)
+        fine_history, improved = _fine_tune_phase(model, arrays, resize, config, run_dir, fine_state,
+                                                  dataset.class_names, head_history, show_progress)
         metadata["fine_tune"] = {"unfrozen_layers": unfrozen, "improved_validation_loss": improved}
         write_json_atomic(ckpt / "state.json", {**read_state(run_dir), "complete": True, "head_history": head_history})
         find_base(model).trainable = False
@@ -362,12 +346,14 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
     model.save(run_dir / MODEL_FILE)
 
     # ---- evaluation on the test split (validation split when there is none)
+    clf = Classifier(KerasRuntime(model), dataset.class_names, resize, run_dir=run_dir, metadata=metadata)
     eval_split = "test" if len(arrays["test"][0]) else "val"
     x_eval, y_eval, eval_records = arrays[eval_split]
     metrics = None
     if len(eval_records):
-        if config.strategy == "fine-tune":
-            probs, readable = _evaluate_images(model, eval_records, resize, classes)
+        if config.strategy == "fine-tune":  # the backbone changed: cached features no longer apply
+            probs, errors = clf.predict_files([r.path for r in eval_records])
+            readable = np.array([i not in errors for i in range(len(eval_records))], dtype=bool)
             y_eval, probs = y_eval[readable], probs[readable]
             eval_records = [r for r, keep in zip(eval_records, readable) if keep]
         else:
@@ -390,7 +376,6 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
     })
     (run_dir / RUN_CONFIG).write_text(json.dumps(metadata, indent=2, default=str), encoding="utf-8")
     metadata["metrics"] = metrics
-    clf = Classifier(KerasRuntime(model), dataset.class_names, resize, run_dir=run_dir, metadata=metadata)
     _write_report_safely(run_dir, clf, config.max_gallery)
     if metrics:
         logger.info("\n%s", format_summary(metrics))
