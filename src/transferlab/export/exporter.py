@@ -33,7 +33,8 @@ import numpy as np
 
 from transferlab.data.pipeline import ResizeConfig
 from transferlab.export.card import build_model_card
-from transferlab.inference import LABELS_FILE, MODEL_CARD, MODEL_FILE, RUN_CONFIG, KerasRuntime, iter_file_batches, load
+from transferlab.data.loader import iter_file_batches
+from transferlab.inference import LABELS_FILE, MODEL_CARD, MODEL_FILE, RUN_CONFIG, KerasRuntime, load
 from transferlab.progress import progress_bar
 
 logger = logging.getLogger("transferlab")
