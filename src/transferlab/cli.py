@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -37,7 +38,7 @@ def _add_split_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction (default 0.1)")
     parser.add_argument("--test-fraction", type=float, default=0.1, help="test fraction (default 0.1)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the split rule (default 42)")
-    parser.add_argument("--workers", type=int, default=None, help="processes for checking files (default: all CPUs)")
+    parser.add_argument("--workers", type=int, default=None, help="threads for checking files (default: all CPUs)")
 
 
 def format_inspection(report: dict) -> str:
@@ -331,5 +332,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
+def entry_point() -> None:
+    """Console-script entry: ``main()``, then leave without the interpreter's teardown.
+
+    Tearing down a process that imported TensorFlow takes about a second (measured on a 2-core
+    machine: 2.9 s vs 4.0 s for ``import keras`` alone), longer than training a head on cached
+    features. By the time ``main`` returns every output file is written and closed, so only
+    the standard streams and logging handlers need flushing before ``os._exit``.
+    """
+    code = main()
+    if "tensorflow" not in sys.modules:
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed pipe or stream: nothing left to deliver
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry_point()
