@@ -70,7 +70,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from transferlab.data.dataset import inspect_dataset
 
     report = inspect_dataset(args.data, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                             seed=args.seed, workers=args.workers, show_progress=not args.json)
+                             seed=args.seed, workers=args.workers, show_progress=not args.json,
+                             recheck=args.recheck)
     if args.bad_files_out:
         with open(args.bad_files_out, "w", encoding="utf-8") as fh:
             fh.writelines(f"{b['path']}\t{b['reason']}\n" for b in report["bad_files"])
@@ -241,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="folder of class subfolders, pre-split folder (train/val/test) or CSV of path,label")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--bad-files-out", metavar="FILE", help="also write the bad files (path<TAB>reason) to FILE")
+    p.add_argument("--recheck", action="store_true",
+                   help="decode every file again, even those unchanged since their last check")
     _add_split_args(p)
     p.set_defaults(func=_cmd_inspect)
 

@@ -14,6 +14,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transferlab._paths import default_cache_dir
+from transferlab.data.check_cache import CheckCache
 from transferlab.data.sources import DatasetError, find_samples
 from transferlab.data.split import (
     DEFAULT_SEED,
@@ -138,6 +140,8 @@ def load_dataset(
     workers: int | None = None,
     show_progress: bool = True,
     strict: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    recheck: bool = False,
 ) -> ImageDataset:
     """Find, check and split a labeled image dataset.
 
@@ -148,16 +152,21 @@ def load_dataset(
         val_fraction, test_fraction: fractions for the hash split (ignored where the layout
             or CSV fixes the split).
         seed: seed of the split rule (see :mod:`transferlab.data.split`).
-        workers: processes used to check files (default: all CPUs).
+        workers: threads used to check files (default: all CPUs).
         strict: raise :class:`DatasetError` on problems (a class left empty, fewer than
             two classes). With ``strict=False`` they are listed in ``problems`` instead.
+        cache_dir: where verdicts of earlier checks are kept (default: the user cache directory,
+            see :mod:`transferlab.data.check_cache`); files unchanged since then are not decoded again.
+        recheck: decode every file even if it is unchanged since its last check.
 
     Returns:
         ImageDataset with only the files that decode, and the rest in ``bad_files``.
     """
     check_fractions(val_fraction, test_fraction)
     layout, samples = find_samples(source)
-    checks = check_files([s.path for s in samples], workers=workers, show_progress=show_progress)
+    cache = CheckCache(cache_dir or default_cache_dir())
+    checks = check_files([s.path for s in samples], workers=workers, show_progress=show_progress, cache=cache,
+                         recheck=recheck)
 
     bad_files: list[BadFile] = []
     good = []

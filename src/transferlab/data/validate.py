@@ -10,13 +10,19 @@ number of files.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from transferlab.data.decode import ImageDecodeError, open_rgb
 from transferlab.progress import progress_bar
+
+if TYPE_CHECKING:
+    from transferlab.data.check_cache import CheckCache
+
+logger = logging.getLogger("transferlab")
 
 # Below this many files a pool is not worth starting.
 _MIN_FILES_FOR_POOL = 8
@@ -54,7 +60,8 @@ def check_file(path: str) -> FileCheck:
 
 
 def check_files(
-    paths: Iterable[str], *, workers: int | None = None, show_progress: bool = True, desc: str = "Checking images"
+    paths: Iterable[str], *, workers: int | None = None, show_progress: bool = True, desc: str = "Checking images",
+    cache: CheckCache | None = None, recheck: bool = False,
 ) -> list[FileCheck]:
     """Check many files in parallel; results in input order.
 
@@ -62,10 +69,29 @@ def check_files(
         paths: file paths.
         workers: threads to use (default: all CPUs). 1 checks in the calling thread.
         show_progress: show a progress bar with rate and ETA.
+        cache: earlier verdicts (see :mod:`transferlab.data.check_cache`): files unchanged since
+            they were checked are not read again, and new verdicts are added to it.
+        recheck: check every file even if the cache knows it (and refresh the cache).
     """
     paths = list(paths)
+    known, stamps = cache.lookup(paths) if cache is not None else ({}, {})
+    if recheck:
+        known = {}
+    todo = [p for p in paths if p not in known]
+    if known:
+        logger.info("%d of %d files unchanged since they were last checked (not decoded again)", len(known),
+                    len(paths))
+    checked = {c.path: c for c in _check_all(todo, workers, show_progress, desc)}
+    if cache is not None:
+        cache.store(checked.values(), stamps)
+    return [known[p] if p in known else checked[p] for p in paths]
+
+
+def _check_all(paths: list[str], workers: int | None, show_progress: bool, desc: str) -> list[FileCheck]:
     workers = workers or os.cpu_count() or 1
     results: list[FileCheck] = []
+    if not paths:
+        return results
     with progress_bar(total=len(paths), desc=desc, unit="img", enabled=show_progress) as bar:
         if workers <= 1 or len(paths) < _MIN_FILES_FOR_POOL:
             for path in paths:

@@ -30,21 +30,12 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from transferlab._atomic import atomic_write_bytes
+from transferlab._paths import default_cache_dir  # noqa: F401  (re-exported: the cache's default root)
 
 FORMAT_VERSION = 1
 _MAGIC = b"TLF1"
 _HEADER = struct.Struct("<4sI")  # magic, vector length
 _DIGEST_SIZE = 16
-
-
-def default_cache_dir() -> Path:
-    """``$TRANSFERLAB_CACHE_DIR``, else the user cache directory (e.g. ``~/.cache/transferlab``)."""
-    env = os.environ.get("TRANSFERLAB_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("transferlab"))
 
 
 def fingerprint_of(parts: Mapping[str, object]) -> str:

@@ -232,7 +232,7 @@ def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_pr
     """
     config = (config or TrainConfig()).replace(**settings) if settings else (config or TrainConfig())
     dataset = load_dataset(data, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
-                           seed=config.seed, show_progress=show_progress)
+                           seed=config.seed, show_progress=show_progress, cache_dir=config.cache_dir)
     if not dataset.split("train"):
         raise ValueError("The training split is empty: add images or lower --val-fraction/--test-fraction.")
     run_dir = new_run_dir(config.runs_dir, config.name, Path(data).stem)
@@ -259,7 +259,7 @@ def resume(run_dir: str | os.PathLike, *, show_progress: bool = True) -> Classif
     config = TrainConfig.from_dict(meta["config"])
     data = meta["data"]["source"]
     dataset = load_dataset(data, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
-                           seed=config.seed, show_progress=show_progress)
+                           seed=config.seed, show_progress=show_progress, cache_dir=config.cache_dir)
     state = read_state(run_dir)
     logger.info("Resuming %s: %s", run_dir, f"{state['phase']} phase after epoch {state['epochs_done']}"
                 if state else "no epoch completed yet")
