@@ -87,3 +87,40 @@ def test_balanced_class_weight_lifts_the_minority_class():
         predicted = head.predict(x, verbose=0).argmax(1)
         recalls[mode] = (predicted[y == 1] == 1).mean()
     assert recalls["balanced"] > recalls[None]
+
+
+def test_predict_head_equals_keras_predict_in_chunks():
+    x, _ = _data(n=23)
+    head = _head()
+    from transferlab.training.head import predict_head
+
+    np.testing.assert_allclose(predict_head(head, x, batch_size=5), head.predict(x, verbose=0), rtol=1e-5, atol=1e-7)
+    assert predict_head(head, x[:0]).shape == (0, 3)
+
+
+def test_throttled_head_checkpoint_writes_last_epoch_with_matching_best_weights(tmp_path):
+    import json
+
+    from transferlab.training.checkpoint import EpochCheckpoint, ResumableEarlyStopping
+
+    class Counting(EpochCheckpoint):
+        writes = 0
+
+        def write(self):
+            Counting.writes += 1
+            super().write()
+
+    x, y = _data(n=40)
+    xv, yv = _data(n=20, seed=9)
+    early = ResumableEarlyStopping(tmp_path, patience=50)
+    checkpoint = Counting(tmp_path, "head", 0, early_stopping=early, min_interval_s=3600)
+    head = _head()
+    fit_head(head, x, y, xv, yv, epochs=7, batch_size=8, learning_rate=0.05, seed=0, callbacks=[checkpoint],
+             early_stopping=early)
+    assert Counting.writes == 1  # only after the last epoch
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert state["epochs_done"] == 7 and len(state["history"]["val_loss"]) == 7
+    best_epoch = state["early_stopping"]["best_epoch"]
+    assert state["history"]["val_loss"][best_epoch] == min(state["history"]["val_loss"])
+    with np.load(tmp_path / "checkpoint" / "best.npz") as best:
+        np.testing.assert_allclose(best["w0"], early.best_weights[0])

@@ -1,6 +1,7 @@
 """Nothing lost when interrupted: per-epoch checkpoints, resume, and a clean Ctrl-C.
 
-After every epoch ``RUN/checkpoint/`` holds:
+After every epoch (at most every few seconds for the head, whose epochs take milliseconds, and
+always after the last one) ``RUN/checkpoint/`` holds:
 
 * ``state.npz``: weights and optimizer state of the model being trained (NumPy arrays in
   ``model.get_weights()`` / ``optimizer.variables`` order: the model is rebuilt from the run's
@@ -24,6 +25,7 @@ import json
 import logging
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -122,8 +124,18 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             return  # interrupted mid-epoch: its numbers are not an epoch's
         before = self.best
         super().on_epoch_end(epoch, logs)
-        if self.best != before:  # improved: persist the weights early stopping would restore
-            save_weights(self.model, self.best_path)
+        if self.best != before:
+            self._unsaved_best = True
+
+    def persist_best(self) -> None:
+        """Write the weights early stopping would restore, if they changed since the last call.
+
+        Called by :class:`EpochCheckpoint` with each checkpoint, so ``best.npz`` always matches
+        the counters in ``state.json``.
+        """
+        if getattr(self, "_unsaved_best", False) and self.best_weights is not None:
+            _savez(self.best_path, {f"w{i}": w for i, w in enumerate(self.best_weights)})
+            self._unsaved_best = False
 
     def seed_baseline(self, model: keras.Model, value: float) -> None:
         """Count ``model``'s current weights as the best so far, at monitored value ``value``.
@@ -144,13 +156,20 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Write model, optimizer, counters and history after every epoch; stop cleanly on request."""
+    """Write model, optimizer, counters and history after every epoch; stop cleanly on request.
+
+    ``min_interval_s`` > 0 writes at most that often (and always after the last epoch): a head
+    on cached features runs an epoch in milliseconds, less than it takes to write and fsync a
+    checkpoint, and an interruption then costs at most that many seconds of training.
+    """
 
     def __init__(self, run_dir: Path, phase: str, seed: int, history: dict[str, list[float]] | None = None,
                  early_stopping: ResumableEarlyStopping | None = None,
                  plateau: keras.callbacks.ReduceLROnPlateau | None = None, plateau_state: dict | None = None,
-                 extra_state: dict | None = None):
+                 extra_state: dict | None = None, min_interval_s: float = 0.0):
         super().__init__()
+        self.min_interval_s = min_interval_s
+        self._last_write = time.monotonic()
         self.extra_state = extra_state or {}
         self.directory = Path(run_dir) / CHECKPOINT_DIR
         self.run_dir, self.phase, self.seed = Path(run_dir), phase, seed
@@ -174,7 +193,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         self.epochs_done = epoch + 1
+        last = self.epochs_done >= self.params.get("epochs", 0) or self.model.stop_training
+        if last or time.monotonic() - self._last_write >= self.min_interval_s:
+            self.write()
+
+    def write(self) -> None:
+        """Checkpoint the epochs completed so far (weights, optimizer, best weights, counters)."""
         save_training_state(self.model, self.directory / "state.npz")
+        if self.early_stopping is not None:
+            self.early_stopping.persist_best()
         state = {**self.extra_state, "phase": self.phase, "epochs_done": self.epochs_done, "seed": self.seed,
                  "history": self.history}
         if self.early_stopping is not None:
@@ -182,6 +209,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if self.plateau is not None:
             state["plateau"] = {"wait": self.plateau.wait, "best": float(self.plateau.best)}
         write_json_atomic(self.directory / "state.json", state)
+        self._last_write = time.monotonic()
 
 
 @contextmanager

@@ -75,7 +75,7 @@ def fit_epochs(
 
     On cached features Keras' ``fit`` spends ~20 ms of Python per epoch around ~6 ms of training
     (iterators, evaluation set-up), so a 30-epoch head took 1.5 s; here each epoch (shuffle,
-    batches, one ``train_step`` each) and each validation pass is a single ``tf.function`` call.
+    batches, one ``train_step`` each, then the validation pass) is a single ``tf.function`` call.
     The model's own ``train_step``/``test_step``, optimizer, loss and metrics do the work, and
     callbacks see what they see under ``fit(..., steps_per_execution=steps_per_epoch)``: one
     ``on_train_batch_end`` per epoch, then ``on_epoch_end`` with ``loss``, ``accuracy``,
@@ -99,32 +99,36 @@ def fit_epochs(
     steps = -(-n // batch_size)
     if not model.optimizer.built:  # variables created inside the first trace would force a second one
         model.optimizer.build(model.trainable_variables)
+    if val is not None:
+        x_val, y_val = (tf.constant(a, tf.float32) for a in val)
+        n_val = len(val[0])
 
-    # autograph=False and explicit while loops: converting these functions' source would cost
-    # more (~0.3 s) than all the epochs of a typical head.
+    # One call per epoch: training, then validation on the same (reset) metric objects. Without
+    # autograph (explicit while loops): converting this source would cost more (~0.3 s) than all
+    # the epochs of a typical head.
     @tf.function(autograph=False)
-    def train_epoch(epoch):
+    def run_epoch(epoch):
         order = epoch_permutation(tf.range(n), n, seed, epoch)
 
-        def step(i):
+        def train_step(i):
             batch = order[i * batch_size:(i + 1) * batch_size]
             model.train_step((tf.gather(x, batch), tf.gather(y, batch), tf.gather(weights, batch)))
             return (i + 1,)
 
-        tf.while_loop(lambda i: i < steps, step, (tf.constant(0),))
-        return model.get_metrics_result()
+        tf.while_loop(lambda i: i < steps, train_step, (tf.constant(0),))
+        train_logs = {k: tf.identity(v) for k, v in model.get_metrics_result().items()}
+        if val is None:
+            return train_logs, {}
+        with tf.control_dependencies(list(train_logs.values())):
+            for metric in model.metrics:
+                metric.reset_state()
 
-    if val is not None:
-        x_val, y_val = (tf.constant(a, tf.float32) for a in val)
+        def test_step(start):
+            model.test_step((x_val[start:start + val_batch_size], y_val[start:start + val_batch_size]))
+            return (start + val_batch_size,)
 
-        @tf.function(autograph=False)
-        def evaluate():
-            def step(start):
-                model.test_step((x_val[start:start + val_batch_size], y_val[start:start + val_batch_size]))
-                return (start + val_batch_size,)
-
-            tf.while_loop(lambda start: start < len(val[0]), step, (tf.constant(0),))
-            return model.get_metrics_result()
+        tf.while_loop(lambda start: start < n_val, test_step, (tf.constant(0),))
+        return train_logs, model.get_metrics_result()
 
     callback_list = keras.callbacks.CallbackList(list(callbacks), add_history=True, model=model, epochs=epochs,
                                                  steps=steps, verbose=0)
@@ -135,16 +139,26 @@ def fit_epochs(
         model.reset_metrics()
         callback_list.on_epoch_begin(epoch)
         callback_list.on_train_batch_begin(steps - 1)
-        logs = {k: float(v) for k, v in train_epoch(tf.constant(epoch, tf.int64)).items()}
+        train_logs, val_logs = run_epoch(tf.constant(epoch, tf.int64))
+        logs = {k: float(v) for k, v in train_logs.items()}
         callback_list.on_train_batch_end(steps - 1, logs)
-        if val is not None:
-            model.reset_metrics()
-            logs.update({f"val_{k}": float(v) for k, v in evaluate().items()})
+        logs.update({f"val_{k}": float(v) for k, v in val_logs.items()})
         callback_list.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
     callback_list.on_train_end(logs)
     return {k: [float(v) for v in values] for k, values in model.history.history.items()}
+
+
+def predict_head(head: keras.Model, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Class probabilities (N, C) for features (N, D), by direct calls in chunks.
+
+    ``head.predict`` would first build and trace a predict function (~0.1 s), more than the
+    whole computation for a test split of cached features.
+    """
+    features = np.asarray(features, np.float32)
+    chunks = [np.asarray(head(features[i:i + batch_size], training=False)) for i in range(0, len(features), batch_size)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, int(head.output_shape[-1])), np.float32)
 
 
 def fit_head(

@@ -54,9 +54,12 @@ from transferlab.training.checkpoint import (
 )
 from transferlab.training.callbacks import EpochProgress
 from transferlab.training.config import TrainConfig
-from transferlab.training.head import build_head, fit_head
+from transferlab.training.head import build_head, fit_head, predict_head
 
 logger = logging.getLogger("transferlab")
+
+# Head epochs take milliseconds: checkpoint the head at most this often (and after its last epoch).
+HEAD_CHECKPOINT_INTERVAL_S = 5.0
 
 
 def new_run_dir(runs_dir: str | os.PathLike, name: str | None, hint: str) -> Path:
@@ -149,7 +152,8 @@ def _train_head(head, arrays, config: TrainConfig, run_dir: Path, state: dict | 
     (x_train, y_train, _), (x_val, y_val, _) = arrays["train"], arrays["val"]
     early = ResumableEarlyStopping(run_dir, config.patience, (state or {}).get("early_stopping")) \
         if len(x_val) and config.patience > 0 else None
-    checkpoint = EpochCheckpoint(run_dir, "head", config.seed, (state or {}).get("history"), early_stopping=early)
+    checkpoint = EpochCheckpoint(run_dir, "head", config.seed, (state or {}).get("history"), early_stopping=early,
+                                 min_interval_s=HEAD_CHECKPOINT_INTERVAL_S)
     with stop_on_sigint(checkpoint):
         fit_head(head, x_train, y_train, x_val, y_val, epochs=config.epochs, batch_size=config.batch_size,
                  learning_rate=config.learning_rate, label_smoothing=config.label_smoothing,
@@ -357,7 +361,7 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
             y_eval, probs = y_eval[readable], probs[readable]
             eval_records = [r for r, keep in zip(eval_records, readable) if keep]
         else:
-            probs = head.predict(x_eval, batch_size=256, verbose=0)
+            probs = predict_head(head, x_eval)
         metrics = classification_report(y_eval, probs, dataset.class_names)
         metrics["split"] = eval_split
         if eval_split == "val":
