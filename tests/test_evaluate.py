@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -260,3 +261,48 @@ def test_training_curves_loss_only(tmp_path):
 def test_training_curves_need_something_to_plot(tmp_path):
     with pytest.raises(ValueError, match="neither loss nor accuracy"):
         plot_training_curves({"learning_rate": [0.1]}, tmp_path / "x.png")
+
+
+def _figure_jobs(tmp_path):
+    from transferlab.evaluation.artifacts import confusion_figures
+    from transferlab.evaluation.plots import FigureJob
+
+    report = {"confusion_matrix": [[5, 1], [2, 7]], "split": "test"}
+    history = {"loss": [1.0, 0.5, float("nan")], "val_loss": [1.1, 0.7, 0.6]}
+    return confusion_figures(tmp_path, report, ["ok", "scratch"]) + [
+        FigureJob("plot_training_curves", str(tmp_path / "curves.png"), {"history": history, "phase_boundaries": [1]})]
+
+
+def test_figures_drawn_by_a_helper_process(tmp_path, monkeypatch):
+    from transferlab.evaluation import plots
+
+    monkeypatch.setattr(plots, "_spare_core", lambda: True)
+    pending = plots.draw_figures(_figure_jobs(tmp_path), background=True)
+    assert pending._process is not None  # really drawn elsewhere
+    job_file = Path(pending._job_file)
+    paths = pending.wait()
+    assert not job_file.exists()
+    assert [p.name for p in paths] == ["confusion_matrix.png", "confusion_matrix_normalized.png", "curves.png"]
+    for path in paths:
+        with Image.open(path) as img:
+            assert img.format == "PNG" and img.width > 300
+    assert pending.wait() == paths  # idempotent
+
+
+@pytest.mark.parametrize("executable", ["/bin/false", "/nonexistent/python"])
+def test_figures_are_drawn_here_when_the_helper_fails(tmp_path, monkeypatch, executable):
+    import sys
+
+    from transferlab.evaluation import plots
+
+    monkeypatch.setattr(plots, "_spare_core", lambda: True)
+    monkeypatch.setattr(sys, "executable", executable)
+    paths = plots.draw_figures(_figure_jobs(tmp_path), background=True).wait()
+    assert all(p.is_file() and p.stat().st_size > 1000 for p in paths)
+
+
+def test_unknown_figure_is_refused(tmp_path):
+    from transferlab.evaluation.plots import FigureJob, draw_figures
+
+    with pytest.raises(ValueError, match="unknown plot"):
+        draw_figures([FigureJob("os.system", str(tmp_path / "x.png"), {})])

@@ -233,14 +233,16 @@ class Classifier:
         from transferlab.evaluation.artifacts import write_evaluation
         from transferlab.evaluation.report import write_report
 
-        write_evaluation(out, report, [r.path for r in records], [r.label for r in records], probs,
-                         self.class_names)
+        figures = write_evaluation(out, report, [r.path for r in records], [r.label for r in records], probs,
+                                   self.class_names, background=True)
         (out / LABELS_FILE).write_text("\n".join(self.class_names) + "\n", encoding="utf-8")
         try:
-            path = write_report(out, model=self if self.runtime.name == "keras" else None)
+            path = write_report(out, model=self if self.runtime.name == "keras" else None, figures=figures)
             logger.info("Report: %s", path)
         except Exception as exc:  # noqa: BLE001 - the report never fails an evaluation
             logger.warning("report.html not written: %s: %s", type(exc).__name__, exc)
+        finally:
+            figures.wait()
 
 
 # ------------------------------------------------------------------ loading

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from transferlab.evaluation.plots import plot_confusion_matrix
+from transferlab.evaluation.plots import FigureJob, PendingFigures, draw_figures
 
 
 def write_predictions(path: Path, paths: Sequence[str], labels: Sequence[str], probs: np.ndarray,
@@ -28,16 +28,28 @@ def write_predictions(path: Path, paths: Sequence[str], labels: Sequence[str], p
     return path
 
 
+def confusion_figures(out_dir: str | Path, report: dict, class_names: Sequence[str]) -> list[FigureJob]:
+    """The two confusion matrix pictures of an evaluation: counts and row-normalized."""
+    out = Path(out_dir)
+    matrix = [[int(v) for v in row] for row in report["confusion_matrix"]]
+    split = f" ({report['split']} split)" if report.get("split") else ""
+    common = {"matrix": matrix, "class_names": list(class_names)}
+    return [FigureJob("plot_confusion_matrix", str(out / "confusion_matrix.png"), {**common, "title": f"Counts{split}"}),
+            FigureJob("plot_confusion_matrix", str(out / "confusion_matrix_normalized.png"),
+                      {**common, "normalize": True, "title": f"Row-normalized{split}"})]
+
+
 def write_evaluation(out_dir: str | Path, report: dict, paths: Sequence[str], labels: Sequence[str],
-                     probs: np.ndarray, class_names: Sequence[str]) -> Path:
-    """Write metrics.json, predictions.csv and both confusion matrices (counts, row-normalized)."""
+                     probs: np.ndarray, class_names: Sequence[str], *, extra_figures: Sequence[FigureJob] = (),
+                     background: bool = False) -> PendingFigures:
+    """Write metrics.json, predictions.csv and both confusion matrices (plus ``extra_figures``).
+
+    With ``background=True`` the pictures are drawn by a helper process while the caller goes on
+    (see :func:`~transferlab.evaluation.plots.draw_figures`); call ``wait()`` on the result
+    before reading them. Otherwise they are on disk when this returns.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     write_predictions(out / "predictions.csv", paths, labels, probs, class_names)
-    matrix = np.array(report["confusion_matrix"])
-    split = f" ({report['split']} split)" if report.get("split") else ""
-    plot_confusion_matrix(matrix, list(class_names), out / "confusion_matrix.png", title=f"Counts{split}")
-    plot_confusion_matrix(matrix, list(class_names), out / "confusion_matrix_normalized.png", normalize=True,
-                          title=f"Row-normalized{split}")
-    return out
+    return draw_figures(confusion_figures(out, report, class_names) + list(extra_figures), background=background)

@@ -18,8 +18,12 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from transferlab.evaluation.plots import PendingFigures
 
 logger = logging.getLogger("transferlab")
 
@@ -419,7 +423,7 @@ def _mistakes(run: Path, predictions: list[dict], names: list[str], metrics: dic
 
 # ------------------------------------------------------------------ entry point
 def write_report(run_dir: str | os.PathLike, *, max_gallery: int = 48, gradcam: bool = True,
-                 model=None, out: str | os.PathLike | None = None) -> Path:
+                 model=None, out: str | os.PathLike | None = None, figures: PendingFigures | None = None) -> Path:
     """Write ``RUN/report.html`` (one self-contained file) and return its path.
 
     Args:
@@ -430,6 +434,9 @@ def write_report(run_dir: str | os.PathLike, *, max_gallery: int = 48, gradcam: 
             otherwise the gallery says why there are none).
         model: Classifier or model path for Grad-CAM; default ``RUN/model.keras``.
         out: output file; default ``RUN/report.html``.
+        figures: the run's pictures, still being drawn (see
+            :func:`~transferlab.evaluation.plots.draw_figures`): Grad-CAM is computed first, then
+            they are waited for.
     """
     run = Path(run_dir)
     if not run.is_dir():
@@ -442,11 +449,14 @@ def write_report(run_dir: str | os.PathLike, *, max_gallery: int = 48, gradcam: 
         metrics = _metrics_from_predictions(predictions, names)
     if metrics:
         names = list(metrics.get("class_names") or metrics["per_class"])
+    # The gallery (Grad-CAM: TensorFlow work) first, while the figures may still be drawn elsewhere.
+    mistakes = _mistakes(run, predictions, names, metrics, max_gallery, gradcam, model)
+    if figures is not None:
+        figures.wait()
     with tempfile.TemporaryDirectory(prefix="transferlab-report-") as tmp:
         sections = [  # results first, then how they were obtained
             _summary(config, metrics), _per_class(metrics), _confusion(metrics, names, Path(tmp), run),
-            _confused_pairs(metrics), _mistakes(run, predictions, names, metrics, max_gallery, gradcam, model),
-            _curves(run, Path(tmp)), _data(run, config, names), _settings(config),
+            _confused_pairs(metrics), mistakes, _curves(run, Path(tmp)), _data(run, config, names), _settings(config),
         ]
     created = (config or {}).get("created", "")
     nav = " &middot; ".join(f'<a href="#{s}" style="color:#bcccdc">{t}</a>' for s, t in (

@@ -38,7 +38,7 @@ from transferlab.data.dataset import ImageDataset, load_dataset
 from transferlab.data.pipeline import ResizeConfig
 from transferlab.evaluation.metrics import classification_report, format_summary
 from transferlab.evaluation.artifacts import write_evaluation
-from transferlab.evaluation.plots import plot_training_curves
+from transferlab.evaluation.plots import FigureJob, PendingFigures, draw_figures
 from transferlab.features.cache import FeatureCache, default_cache_dir
 from transferlab.features.extract import extract_features
 from transferlab.inference import LABELS_FILE, MODEL_FILE, RUN_CONFIG, Classifier, KerasRuntime
@@ -347,12 +347,14 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
         for key in set(history) | set(fine_history):
             history[key] = head_history.get(key, [float("nan")] * boundaries[0]) + fine_history.get(key, [])
         fine_seconds = time.perf_counter() - fine_start
-    model.save(run_dir / MODEL_FILE)
-
-    # ---- evaluation on the test split (validation split when there is none)
+    # ---- evaluation on the test split (validation split when there is none); its pictures are
+    # drawn by a helper process while this one saves the model and computes Grad-CAM.
     clf = Classifier(KerasRuntime(model), dataset.class_names, resize, run_dir=run_dir, metadata=metadata)
     eval_split = "test" if len(arrays["test"][0]) else "val"
     x_eval, y_eval, eval_records = arrays[eval_split]
+    _write_history(run_dir / "history.csv", history, boundaries)
+    curves = FigureJob("plot_training_curves", str(run_dir / "training_curves.png"),
+                       {"history": history, "phase_boundaries": boundaries})
     metrics = None
     if len(eval_records):
         if config.strategy == "fine-tune":  # the backbone changed: cached features no longer apply
@@ -366,10 +368,11 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
         metrics["split"] = eval_split
         if eval_split == "val":
             metrics["note"] = "no test split: metrics are on the validation split that drove early stopping"
-        write_evaluation(run_dir, metrics, [r.path for r in eval_records], [r.label for r in eval_records],
-                         probs, dataset.class_names)
-    _write_history(run_dir / "history.csv", history, boundaries)
-    plot_training_curves(history, run_dir / "training_curves.png", phase_boundaries=boundaries)
+        figures = write_evaluation(run_dir, metrics, [r.path for r in eval_records], [r.label for r in eval_records],
+                                   probs, dataset.class_names, extra_figures=[curves], background=True)
+    else:
+        figures = draw_figures([curves], background=True)
+    model.save(run_dir / MODEL_FILE)
 
     metadata.update({
         "status": "complete",
@@ -380,18 +383,20 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
     })
     (run_dir / RUN_CONFIG).write_text(json.dumps(metadata, indent=2, default=str), encoding="utf-8")
     metadata["metrics"] = metrics
-    _write_report_safely(run_dir, clf, config.max_gallery)
+    _write_report_safely(run_dir, clf, config.max_gallery, figures)
     if metrics:
         logger.info("\n%s", format_summary(metrics))
     return clf
 
 
-def _write_report_safely(run_dir: Path, clf, max_gallery: int) -> None:
+def _write_report_safely(run_dir: Path, clf, max_gallery: int, figures: PendingFigures) -> None:
     """report.html is a convenience: a problem writing it is logged, never fails the run."""
     from transferlab.evaluation.report import write_report
 
     try:
-        path = write_report(run_dir, model=clf, max_gallery=max_gallery)
+        path = write_report(run_dir, model=clf, max_gallery=max_gallery, figures=figures)
         logger.info("Report: %s", path)
     except Exception as exc:  # noqa: BLE001
         logger.warning("report.html not written: %s: %s", type(exc).__name__, exc)
+    finally:
+        figures.wait()  # the run's pictures are on disk whatever happened to the report
