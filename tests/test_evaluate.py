@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,7 +264,7 @@ def test_training_curves_need_something_to_plot(tmp_path):
 
 def _figure_jobs(tmp_path):
     from transferlab.evaluation.artifacts import confusion_figures
-    from transferlab.evaluation.plots import FigureJob
+    from transferlab.evaluation.figures import FigureJob
 
     report = {"confusion_matrix": [[5, 1], [2, 7]], "split": "test"}
     history = {"loss": [1.0, 0.5, float("nan")], "val_loss": [1.1, 0.7, 0.6]}
@@ -273,36 +272,51 @@ def _figure_jobs(tmp_path):
         FigureJob("plot_training_curves", str(tmp_path / "curves.png"), {"history": history, "phase_boundaries": [1]})]
 
 
-def test_figures_drawn_by_a_helper_process(tmp_path, monkeypatch):
-    from transferlab.evaluation import plots
-
-    monkeypatch.setattr(plots, "_spare_core", lambda: True)
-    pending = plots.draw_figures(_figure_jobs(tmp_path), background=True)
-    assert pending._process is not None  # really drawn elsewhere
-    job_file = Path(pending._job_file)
-    paths = pending.wait()
-    assert not job_file.exists()
+def _assert_pngs(paths):
     assert [p.name for p in paths] == ["confusion_matrix.png", "confusion_matrix_normalized.png", "curves.png"]
     for path in paths:
         with Image.open(path) as img:
             assert img.format == "PNG" and img.width > 300
+
+
+@pytest.mark.parametrize("prestart", [False, True])
+def test_figures_drawn_by_a_helper_process(tmp_path, monkeypatch, prestart):
+    from transferlab.evaluation import figures
+
+    monkeypatch.setattr(figures, "_spare_core", lambda: True)
+    if prestart:
+        figures.prestart_helper()
+        assert figures._prestarted is not None
+    pending = figures.draw_figures(_figure_jobs(tmp_path), background=True)
+    assert pending.in_background and figures._prestarted is None
+    paths = pending.wait()
+    _assert_pngs(paths)
     assert pending.wait() == paths  # idempotent
+
+
+def test_unused_prestarted_helper_exits_on_end_of_input(monkeypatch):
+    from transferlab.evaluation import figures
+
+    monkeypatch.setattr(figures, "_spare_core", lambda: True)
+    figures.prestart_helper()
+    helper, figures._prestarted = figures._prestarted, None
+    helper.stdin.close()
+    assert helper.wait(timeout=60) == 0
 
 
 @pytest.mark.parametrize("executable", ["/bin/false", "/nonexistent/python"])
 def test_figures_are_drawn_here_when_the_helper_fails(tmp_path, monkeypatch, executable):
     import sys
 
-    from transferlab.evaluation import plots
+    from transferlab.evaluation import figures
 
-    monkeypatch.setattr(plots, "_spare_core", lambda: True)
+    monkeypatch.setattr(figures, "_spare_core", lambda: True)
     monkeypatch.setattr(sys, "executable", executable)
-    paths = plots.draw_figures(_figure_jobs(tmp_path), background=True).wait()
-    assert all(p.is_file() and p.stat().st_size > 1000 for p in paths)
+    _assert_pngs(figures.draw_figures(_figure_jobs(tmp_path), background=True).wait())
 
 
 def test_unknown_figure_is_refused(tmp_path):
-    from transferlab.evaluation.plots import FigureJob, draw_figures
+    from transferlab.evaluation.figures import FigureJob, draw_figures
 
     with pytest.raises(ValueError, match="unknown plot"):
         draw_figures([FigureJob("os.system", str(tmp_path / "x.png"), {})])

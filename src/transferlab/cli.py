@@ -147,6 +147,9 @@ _TRAIN_OPTIONS = [
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from transferlab.evaluation.figures import prestart_helper
+
+    prestart_helper()  # the figure helper starts up on another core while TensorFlow is imported
     from transferlab.training.checkpoint import TrainingInterrupted
     from transferlab.training.config import TrainConfig
     from transferlab.training.trainer import resume, train
@@ -185,6 +188,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- evaluate
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from transferlab.evaluation.figures import prestart_helper
+
+    prestart_helper()  # for the report's figures; it starts up while the model loads
     from transferlab.evaluation.metrics import format_summary
     from transferlab.inference import load
 

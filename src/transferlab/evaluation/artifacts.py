@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from transferlab.evaluation.plots import FigureJob, PendingFigures, draw_figures
+from transferlab.evaluation.figures import FigureJob, PendingFigures, draw_figures
 
 
 def write_predictions(path: Path, paths: Sequence[str], labels: Sequence[str], probs: np.ndarray,
@@ -45,7 +45,7 @@ def write_evaluation(out_dir: str | Path, report: dict, paths: Sequence[str], la
     """Write metrics.json, predictions.csv and both confusion matrices (plus ``extra_figures``).
 
     With ``background=True`` the pictures are drawn by a helper process while the caller goes on
-    (see :func:`~transferlab.evaluation.plots.draw_figures`); call ``wait()`` on the result
+    (see :func:`~transferlab.evaluation.figures.draw_figures`); call ``wait()`` on the result
     before reading them. Otherwise they are on disk when this returns.
     """
     out = Path(out_dir)

@@ -7,23 +7,15 @@ already use, and leaves no figures registered in pyplot's global state to leak m
 
 from __future__ import annotations
 
-import json
-import logging
 import os
-import subprocess
-import sys
-import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["plot_confusion_matrix", "plot_training_curves", "FigureJob", "PendingFigures", "draw_figures"]
-
-logger = logging.getLogger("transferlab")
+__all__ = ["plot_confusion_matrix", "plot_training_curves"]
 
 _DPI = 120
 # Beyond this many classes per-cell numbers cannot be read at any sensible figure size.
@@ -188,94 +180,3 @@ def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     fig.savefig(out, dpi=_DPI, bbox_inches="tight", pad_inches=0.15)
     return out
 
-
-# ------------------------------------------------------------------ drawing beside TensorFlow work
-@dataclass(frozen=True)
-class FigureJob:
-    """One figure to draw: ``plot`` names a function of this module, ``args`` its arguments (JSON types)."""
-
-    plot: str
-    path: str
-    args: dict = field(default_factory=dict)
-
-
-_PLOTS = {"plot_confusion_matrix": plot_confusion_matrix, "plot_training_curves": plot_training_curves}
-_HELPER_TIMEOUT_S = 300
-
-
-def _draw(job: FigureJob) -> Path:
-    if job.plot not in _PLOTS:
-        raise ValueError(f"unknown plot {job.plot!r}; expected one of {sorted(_PLOTS)}")
-    return _PLOTS[job.plot](path=job.path, **job.args)
-
-
-def _spare_core() -> bool:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return cores > 1
-
-
-class PendingFigures:
-    """Figures being drawn, maybe by a helper process; :meth:`wait` returns once they are all on disk."""
-
-    def __init__(self, jobs: Sequence[FigureJob], process: subprocess.Popen | None = None,
-                 job_file: str | None = None):
-        self.jobs, self._process, self._job_file = list(jobs), process, job_file
-        self._done = process is None
-
-    def wait(self) -> list[Path]:
-        """Block until every figure is written. If the helper failed, draw them here instead."""
-        if not self._done:
-            self._done = True
-            try:
-                _, err = self._process.communicate(timeout=_HELPER_TIMEOUT_S)
-                failed = self._process.returncode != 0
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                _, err = self._process.communicate()
-                failed = True
-            finally:
-                Path(self._job_file).unlink(missing_ok=True)
-            if failed:
-                logger.debug("figure helper failed (%s); drawing in this process", (err or b"").decode()[-500:])
-                for job in self.jobs:
-                    _draw(job)
-        return [Path(job.path) for job in self.jobs]
-
-
-def draw_figures(jobs: Sequence[FigureJob], *, background: bool = False) -> PendingFigures:
-    """Draw ``jobs``; with ``background=True`` in a helper process, to be collected with ``wait()``.
-
-    The figures of a run (confusion matrices, training curves) take ~0.5 s of Matplotlib, all of
-    it holding the GIL, so a thread would not overlap with anything. A helper process draws them
-    on another core while this one saves the model and computes Grad-CAM. Used only when there
-    is a spare core; if the helper cannot start or fails, the figures are drawn here.
-    """
-    jobs = list(jobs)
-    if background and jobs and _spare_core():
-        fd, job_file = tempfile.mkstemp(prefix="transferlab-figures-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump([asdict(job) for job in jobs], fh)
-            # The helper imports this very package: give it this process's import path.
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-            process = subprocess.Popen([sys.executable, "-m", "transferlab.evaluation.plots", job_file],
-                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                       env=env)
-            return PendingFigures(jobs, process, job_file)
-        except OSError as exc:
-            Path(job_file).unlink(missing_ok=True)
-            logger.debug("cannot start the figure helper (%s); drawing in this process", exc)
-    for job in jobs:
-        _draw(job)
-    return PendingFigures(jobs)
-
-
-def _helper_main(argv: Sequence[str]) -> int:
-    jobs = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    for job in jobs:
-        _draw(FigureJob(**job))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_helper_main(sys.argv[1:]))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from transferlab.evaluation.plots import PendingFigures
+    from transferlab.evaluation.figures import PendingFigures
 
 logger = logging.getLogger("transferlab")
 
@@ -435,7 +435,7 @@ def write_report(run_dir: str | os.PathLike, *, max_gallery: int = 48, gradcam: 
         model: Classifier or model path for Grad-CAM; default ``RUN/model.keras``.
         out: output file; default ``RUN/report.html``.
         figures: the run's pictures, still being drawn (see
-            :func:`~transferlab.evaluation.plots.draw_figures`): Grad-CAM is computed first, then
+            :func:`~transferlab.evaluation.figures.draw_figures`): Grad-CAM is computed first, then
             they are waited for.
     """
     run = Path(run_dir)

@@ -38,7 +38,7 @@ from transferlab.data.dataset import ImageDataset, load_dataset
 from transferlab.data.pipeline import ResizeConfig
 from transferlab.evaluation.metrics import classification_report, format_summary
 from transferlab.evaluation.artifacts import write_evaluation
-from transferlab.evaluation.plots import FigureJob, PendingFigures, draw_figures
+from transferlab.evaluation.figures import FigureJob, PendingFigures, draw_figures
 from transferlab.features.cache import FeatureCache, default_cache_dir
 from transferlab.features.extract import extract_features
 from transferlab.inference import LABELS_FILE, MODEL_FILE, RUN_CONFIG, Classifier, KerasRuntime
