@@ -84,6 +84,7 @@ def test_fine_tune_keeps_bn_statistics_and_lowers_training_loss(setup):
     assert changed, "the unfrozen conv layer should have been trained"
     metrics = json.loads((clf.run_dir / "metrics.json").read_text())
     assert metrics["split"] == "test"
+    assert clf.feature_map_cache is None  # the backbone changed: its feature maps must not be cached
 
 
 def test_from_model_same_and_new_classes(setup, tmp_path):

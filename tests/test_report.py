@@ -342,3 +342,21 @@ def test_tensorboard_callback_writes_event_files(tmp_path):
         return
     _fit([tensorboard_callback(tmp_path)], epochs=1)
     assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_feature_maps_of_a_frozen_backbone_are_cached(run, tmp_path, monkeypatch):
+    from transferlab.evaluation import gradcam as gc
+
+    # Training (feature extraction) kept the maps of the report's gallery images in its cache.
+    assert run.feature_map_cache is not None
+    assert list(run.feature_map_cache.cache.directory.glob("*/*.feat"))
+    rng = np.random.default_rng(5)
+    images = np.stack([patch_image(rng, i % 2 == 0)[0] for i in range(3)])
+    keys = [f"{i:064x}" for i in range(3)]
+    expected_maps, expected_cams = gc.feature_maps(run, images), gc.gradcam(run, images)
+    cache = gc.FeatureMapCache(tmp_path, {"backbone": "patch detector"})
+    np.testing.assert_allclose(cache.maps(run, images, keys), expected_maps, atol=1e-6)
+    monkeypatch.setattr(gc, "feature_maps", lambda *a, **k: pytest.fail("the backbone ran again"))
+    cached = cache.maps(run, images, keys)
+    np.testing.assert_allclose(cached, expected_maps, atol=1e-6)
+    np.testing.assert_allclose(gc.gradcam(run, images, maps=cached), expected_cams, atol=1e-5)

@@ -131,6 +131,9 @@ class Classifier:
         class_names: labels in output order.
         resize: how images are resized before the model (the training setting).
         run_dir: the run directory it came from, if any.
+        feature_map_cache: where Grad-CAM keeps the backbone's feature maps of explained images
+            (a :class:`~transferlab.evaluation.gradcam.FeatureMapCache`); set by training when
+            the backbone is frozen, None otherwise.
     """
 
     def __init__(self, runtime, class_names: Sequence[str], resize: ResizeConfig,
@@ -140,6 +143,7 @@ class Classifier:
         self.resize = resize
         self.run_dir = Path(run_dir) if run_dir else None
         self.metadata = metadata or {}
+        self.feature_map_cache = None
 
     @property
     def model(self):

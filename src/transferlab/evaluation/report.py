@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import html
 import io
 import json
@@ -367,7 +368,11 @@ def _gradcam_overlays(run: Path, model, mistakes: list[dict], names: list[str]) 
         if not keep:
             return {}, ""
         targets = [clf.class_names.index(mistakes[i]["predicted"]) for i in keep]
-        cams = gradcam(clf, np.stack(images), class_index=targets)
+        maps = None
+        if getattr(clf, "feature_map_cache", None) is not None:  # frozen backbone: maps of earlier runs
+            keys = [hashlib.sha256(Path(mistakes[i]["path"]).read_bytes()).hexdigest() for i in keep]
+            maps = clf.feature_map_cache.maps(clf, np.stack(images), keys)
+        cams = gradcam(clf, np.stack(images), class_index=targets, maps=maps)
     except Exception as exc:  # the report must not fail because of Grad-CAM
         logger.warning("no Grad-CAM in the report: %s", exc)
         return {}, f"No Grad-CAM overlays: {exc}"

@@ -48,9 +48,10 @@ class FeatureCache:
     """Feature vectors of one fingerprint, keyed by image content hash."""
 
     def __init__(self, root: str | os.PathLike, parts: Mapping[str, object]):
+        self.root = Path(root).expanduser()
         self.parts = dict(parts)
         self.fingerprint = fingerprint_of(self.parts)
-        self.directory = Path(root).expanduser() / "features" / self.fingerprint
+        self.directory = self.root / "features" / self.fingerprint
         self.directory.mkdir(parents=True, exist_ok=True)
         description = self.directory / "fingerprint.json"
         if not description.exists():

@@ -350,6 +350,10 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
     # ---- evaluation on the test split (validation split when there is none); its pictures are
     # drawn by a helper process while this one saves the model and computes Grad-CAM.
     clf = Classifier(KerasRuntime(model), dataset.class_names, resize, run_dir=run_dir, metadata=metadata)
+    if config.strategy != "fine-tune":  # frozen backbone: Grad-CAM's feature maps can be cached too
+        from transferlab.evaluation.gradcam import FeatureMapCache
+
+        clf.feature_map_cache = FeatureMapCache(cache.root, cache.parts)
     eval_split = "test" if len(arrays["test"][0]) else "val"
     x_eval, y_eval, eval_records = arrays[eval_split]
     _write_history(run_dir / "history.csv", history, boundaries)
