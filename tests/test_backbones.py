@@ -9,6 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import subprocess
+import sys
+import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -453,3 +457,21 @@ def test_lite_static_params_match_builds():
     for variant in ("efficientnet_lite1", "efficientnet_lite2"):
         net = build_efficientnet_lite(variant, weights=None, input_shape=(32, 32, 3))
         assert net.count_params() == get_backbone_info(variant).params
+
+
+def test_tensorflow_startup_chatter_is_filtered_but_other_stderr_kept():
+    code = textwrap.dedent("""
+        import os
+        from transferlab._tf import _startup_chatter_filtered
+        with _startup_chatter_filtered():
+            os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n")
+            os.write(2, b"I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on. You may see ...\\n")
+            os.write(2, b"E0000 something real went wrong\\n")
+        os.write(2, b"after\\n")
+    """)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60).stderr
+    assert err.splitlines() == ["E0000 something real went wrong", "after"]
+    env["TF_CPP_MIN_LOG_LEVEL"] = "0"  # the user asked for TensorFlow's info logs: nothing is hidden
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60).stderr
+    assert "oneDNN" in err and "absl::InitializeLog" in err

@@ -89,6 +89,8 @@ def test_evaluate_and_predict_every_way(setup, tmp_path):
     out = subprocess.run([sys.executable, "-m", "transferlab.cli", "evaluate", str(clf.run_dir), str(data), "--json"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
+    # TensorFlow's start-up chatter (absl INFO lines printed before TF_CPP_MIN_LOG_LEVEL applies) is filtered.
+    assert "oneDNN" not in out.stderr and "absl::InitializeLog" not in out.stderr, out.stderr
     report = json.loads(out.stdout)
     assert {"accuracy", "loss", "per_class", "confusion_matrix"} <= set(report)
     (evaluation,) = (clf.run_dir / "evaluations").iterdir()  # evaluate leaves its own report beside the run

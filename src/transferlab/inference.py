@@ -299,11 +299,11 @@ def _open_runtime(model_path: Path, fmt: str, safe_mode: bool):
         from transferlab.export.runtimes import SavedModelRuntime
 
         return SavedModelRuntime(model_path)
-    import keras
-
     from transferlab._tf import import_tf
 
     import_tf()
+    import keras
+
     return KerasRuntime(keras.models.load_model(model_path, compile=False, safe_mode=safe_mode))
 
 

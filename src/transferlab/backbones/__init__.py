@@ -4,14 +4,18 @@
     >>> model = load_backbone("efficientnet_lite0")  # raw RGB 0..255 -> (N, 1280)
 """
 
-from transferlab.backbones.keras_apps import WeightsUnavailableError
-from transferlab.backbones.personal import UnsafeModelError
-from transferlab.backbones.preprocessing import (
+from transferlab._tf import import_tf
+
+import_tf()  # before any module here imports Keras: TensorFlow's start-up chatter is filtered once
+
+from transferlab.backbones.keras_apps import WeightsUnavailableError  # noqa: E402
+from transferlab.backbones.personal import UnsafeModelError  # noqa: E402
+from transferlab.backbones.preprocessing import (  # noqa: E402
     PREPROCESS_MODES,
     preprocess_numpy,
     preprocessing_layer,
 )
-from transferlab.backbones.registry import (
+from transferlab.backbones.registry import (  # noqa: E402
     BackboneInfo,
     check_fine_tunable,
     get_backbone_info,
