@@ -298,3 +298,33 @@ def test_hymenoptera_counts_and_palette_gif(shared_datasets):
     assert Image.open(gif).mode == "P"
     out = decode_image(gif)
     assert out.ndim == 3 and out.shape[2] == 3 and out.dtype == np.uint8
+
+
+def test_batch_loader_keeps_order_reports_bad_files_and_decodes_at_low_priority(tmp_path, monkeypatch):
+    import os
+    import sys
+    import threading
+
+    from transferlab.data import loader
+    from transferlab.data.pipeline import ResizeConfig
+
+    paths = [str(write_image(tmp_path / f"img_{i}.png", rgb_array(40, 30, seed=i))) for i in range(7)]
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff nope")
+    paths.insert(3, str(tmp_path / "broken.jpg"))
+    priorities = []
+    real = loader._load_batch
+
+    def recording(*args):
+        if hasattr(os, "getpriority"):
+            priorities.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return real(*args)
+
+    monkeypatch.setattr(loader, "_load_batch", recording)
+    resize = ResizeConfig(size=16)
+    batches = list(loader.iter_file_batches(paths, resize, batch_size=3, workers=2))
+    assert [i for indices, _, _ in batches for i in indices] == [0, 1, 2, 4, 5, 6, 7]
+    assert {i for _, _, errors in batches for i in errors} == {3}
+    assert all(images.shape[1:] == (16, 16, 3) and images.dtype == np.uint8 for _, images, _ in batches)
+    np.testing.assert_array_equal(batches[0][1][1], resize.load(paths[1]))
+    if sys.platform.startswith("linux"):
+        assert priorities and min(priorities) >= loader._DECODER_NICENESS  # decoders yield to the model

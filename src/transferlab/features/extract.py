@@ -14,13 +14,15 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
 from transferlab._atomic import atomic_write_bytes
-from transferlab.data.loader import iter_file_batches
+from transferlab.data.loader import background_pool, iter_file_batches
 from transferlab.data.pipeline import ResizeConfig
 from transferlab.features.cache import FeatureCache
 from transferlab.progress import progress_bar
@@ -33,6 +35,7 @@ PARITY_TOLERANCE = 1e-4
 # at 64; the Keras path prefers larger ones.
 _ONNX_BATCH = 16
 _KERAS_BATCH = 32
+_WRITES_AHEAD = 4  # batches of features waiting to be written to the cache
 
 
 @dataclass
@@ -167,7 +170,15 @@ def extract_features(
     batch_size = batch_size or (_ONNX_BATCH if runner.name == "onnx" else _KERAS_BATCH)
     todo_paths = [paths[rows_by_key[key][0]] for key in todo]
     done: set[int] = set()
-    with progress_bar(total=len(todo), desc=desc, unit="img", enabled=show_progress) as bar:
+
+    def store(keys_: list[str], vectors: np.ndarray) -> None:
+        for key, vector in zip(keys_, vectors):
+            cache.put(key, vector)
+
+    # Cache writes (file system calls) go to a low-priority thread so the backbone never waits on them.
+    with progress_bar(total=len(todo), desc=desc, unit="img", enabled=show_progress) as bar, \
+            background_pool(1) as writer:
+        writes: deque[Future] = deque()
         for index, images, errors in iter_file_batches(todo_paths, resize, batch_size):
             for i, reason in errors.items():  # a file broke since it was checked: leave its row missing
                 logger.warning("skipped %s: %s", todo_paths[i], reason)
@@ -182,12 +193,15 @@ def extract_features(
                         logger.info("ONNX features differ from Keras by %.2e (> %.0e); using Keras.", diff,
                                     PARITY_TOLERANCE)
                         runner, batch_features = KerasEngine(model), reference
+                writes.append(writer.submit(store, [todo[i] for i in index], batch_features))
+                while len(writes) > _WRITES_AHEAD:  # bounded: a memory-mapped `out` stays the only copy
+                    writes.popleft().result()
                 for i, vector in zip(index, batch_features):
-                    key = todo[i]
-                    cache.put(key, vector)
-                    features[rows_by_key[key]] = vector
+                    features[rows_by_key[todo[i]]] = vector
                     done.add(i)
             bar.update(len(index) + len(errors))
+        while writes:
+            writes.popleft().result()  # a failed cache write fails the extraction, as before
     result.engine = runner.name
     result.seconds = time.perf_counter() - start
     result.failed = sorted(row for i, key in enumerate(todo) if i not in done for row in rows_by_key[key])
