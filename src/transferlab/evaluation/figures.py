@@ -52,6 +52,8 @@ def _draw(job: FigureJob) -> Path:
 
 
 def _spare_core() -> bool:
+    if getattr(sys, "frozen", False):  # a frozen app's executable is the app, not a Python
+        return False
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return cores > 1
 
