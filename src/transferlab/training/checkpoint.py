@@ -57,9 +57,10 @@ def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write(path, write, sync=True)
 
 
-def save_weights(model: keras.Model, path: Path) -> None:
-    """Weights only (``model.get_weights()`` order), written atomically."""
-    _savez(path, {f"w{i}": w for i, w in enumerate(model.get_weights())})
+def save_weights(model: keras.Model | list[np.ndarray], path: Path) -> None:
+    """Weights only (``model.get_weights()`` order, or that list itself), written atomically."""
+    weights = model if isinstance(model, list) else model.get_weights()
+    _savez(path, {f"w{i}": w for i, w in enumerate(weights)})
 
 
 def load_weights(model: keras.Model, path: Path) -> None:
@@ -107,6 +108,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True)
         self.best_path = Path(run_dir) / CHECKPOINT_DIR / "best.npz"
         self._resume_state = state
+        self._unsaved_best = False
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -133,8 +135,8 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         Called by :class:`EpochCheckpoint` with each checkpoint, so ``best.npz`` always matches
         the counters in ``state.json``.
         """
-        if getattr(self, "_unsaved_best", False) and self.best_weights is not None:
-            _savez(self.best_path, {f"w{i}": w for i, w in enumerate(self.best_weights)})
+        if self._unsaved_best and self.best_weights is not None:
+            save_weights(self.best_weights, self.best_path)
             self._unsaved_best = False
 
     def seed_baseline(self, model: keras.Model, value: float) -> None:
