@@ -30,7 +30,6 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from transferlab._atomic import atomic_write_bytes
-from transferlab._paths import default_cache_dir  # noqa: F401  (re-exported: the cache's default root)
 
 FORMAT_VERSION = 1
 _MAGIC = b"TLF1"

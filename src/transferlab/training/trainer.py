@@ -34,12 +34,13 @@ from pathlib import Path
 import numpy as np
 
 from transferlab import __version__
+from transferlab._paths import default_cache_dir
 from transferlab.data.dataset import ImageDataset, load_dataset
 from transferlab.data.pipeline import ResizeConfig
 from transferlab.evaluation.metrics import classification_report, format_summary
 from transferlab.evaluation.artifacts import write_evaluation
 from transferlab.evaluation.figures import FigureJob, PendingFigures, draw_figures
-from transferlab.features.cache import FeatureCache, default_cache_dir
+from transferlab.features.cache import FeatureCache
 from transferlab.features.extract import extract_features
 from transferlab.inference import LABELS_FILE, MODEL_FILE, RUN_CONFIG, Classifier, KerasRuntime
 from transferlab.training.checkpoint import (
