@@ -214,9 +214,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from transferlab.inference import load
 
+    from transferlab.data.files import display_path
+
     clf = load(args.model, safe_mode=not args.unsafe)
     predictions = clf.predict(args.paths, top_k=args.top_k, batch_size=args.batch_size,
                               show_progress=not args.quiet and args.format == "table")
+    for p in predictions:  # printed text: names that are not UTF-8 are shown escaped
+        p.source = display_path(p.source)
     if args.format == "json":
         _print_json([p.to_dict() for p in predictions])
     elif args.format == "csv":
@@ -319,11 +323,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else (logging.WARNING if args.quiet else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    from transferlab.data.sources import DatasetError
+    from transferlab.errors import TransferlabError
 
+    # A name that is not valid UTF-8 that slipped through unescaped must not kill the output.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):  # replaced or detached stream (tests, pipes)
+            pass
     try:
         return args.func(args)
-    except (DatasetError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (TransferlabError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except RuntimeError as exc:
