@@ -308,7 +308,7 @@ def locate_model(path: str | os.PathLike) -> tuple[Path, str]:
     raise ValueError(f"Unknown model format {suffix or path.name!r}. {what}")
 
 
-def _open_runtime(model_path: Path, fmt: str, safe_mode: bool):
+def _open_runtime(model_path: Path, fmt: str, safe_mode: bool, run_config: dict | None = None):
     if fmt == "onnx":
         from transferlab.export.runtimes import OnnxRuntime
 
@@ -324,9 +324,10 @@ def _open_runtime(model_path: Path, fmt: str, safe_mode: bool):
     from transferlab._tf import import_tf
 
     import_tf()
-    import keras
+    from transferlab.backbones.trusted import load_run_model
 
-    return KerasRuntime(keras.models.load_model(model_path, compile=False, safe_mode=safe_mode))
+    # The run's own SavedModel backbone loads in safe mode when its content hash still matches.
+    return KerasRuntime(load_run_model(model_path, safe_mode=safe_mode, run_config=run_config))
 
 
 def _metadata_dirs(model_path: Path, fmt: str) -> list[Path]:
@@ -348,9 +349,10 @@ def load(path: str | os.PathLike, *, safe_mode: bool = True) -> Classifier:
     Class names and the resize come from the files next to the model, nearest first:
     ``labels.txt``, ``model_card.json`` (export folder), then the run's ``config.json``.
     ``safe_mode`` (Keras files only) stays on unless you trust the file: loading can run code from it.
+    A run trained on a SavedModel backbone loads in safe mode while that SavedModel is unchanged
+    (content hash in the run's ``config.json``; see :mod:`transferlab.backbones.trusted`).
     """
     model_path, fmt = locate_model(path)
-    runtime = _open_runtime(model_path, fmt, safe_mode)
     dirs = _metadata_dirs(model_path, fmt)
 
     def nearest(name: str) -> Path | None:
@@ -358,6 +360,7 @@ def load(path: str | os.PathLike, *, safe_mode: bool = True) -> Classifier:
 
     labels_path, config_path = nearest(LABELS_FILE), nearest(RUN_CONFIG)
     card, metadata = _read_json(nearest(MODEL_CARD)), _read_json(config_path)
+    runtime = _open_runtime(model_path, fmt, safe_mode, metadata)
     if card:
         metadata["model_card"] = card
     num_classes = getattr(runtime, "num_classes", None)

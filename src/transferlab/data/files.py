@@ -19,6 +19,10 @@ import os
 import stat
 from typing import NamedTuple
 
+from transferlab._paths import display_path
+
+__all__ = ["PathKind", "UnreadableFileError", "describe", "display_path", "read_regular_file"]
+
 _SPECIAL_KINDS = (
     (stat.S_ISFIFO, "named pipe (FIFO)"),
     (stat.S_ISSOCK, "socket"),
@@ -33,23 +37,6 @@ class PathKind(NamedTuple):
     kind: str
     reason: str = ""
     stat: os.stat_result | None = None
-
-
-def display_path(path: str | os.PathLike) -> str:
-    """``path`` as printable text: bytes that are not UTF-8 as ``\\xNN``, control characters escaped.
-
-    The result is for people (messages, CSV, JSON, HTML); open files by the original path.
-    """
-    text = os.fspath(path)
-    if isinstance(text, bytes):
-        raw = text
-    else:
-        raw = text.encode("utf-8", "surrogateescape")
-    shown = raw.decode("utf-8", "backslashreplace")
-    if shown.isprintable():
-        return shown
-    # Tabs and newlines in names would break one-line-per-file listings (bad_files.txt).
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in shown)
 
 
 def _special_kind(mode: int) -> str | None:

@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from transferlab._atomic import atomic_write_bytes, disk_full_guard
 from transferlab.data.pipeline import ResizeConfig
 from transferlab.export.card import build_model_card
 from transferlab.data.loader import iter_file_batches
@@ -231,16 +232,25 @@ def export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None =
         The parity summary also written to ``export/parity.json``: per format the file, its size,
         max abs probability difference and top-1 agreement with Keras, accuracy, and ``passed``.
     """
-    import keras
+    out = Path(run_dir) / EXPORT_DIR
+    # Each format is written in a work folder and moved into place whole: a full disk leaves the
+    # formats exported before untouched and no partial file, and says which folder is full.
+    with disk_full_guard(out, hint="free space there, then export again (finished formats are kept)"):
+        return _export_run(run_dir, formats, calibration_images=calibration_images, data_root=data_root,
+                           safe_mode=safe_mode, show_progress=show_progress)
 
+
+def _export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None, *, calibration_images: int,
+                data_root: str | os.PathLike | None, safe_mode: bool, show_progress: bool) -> dict:
     from transferlab._tf import import_tf
+    from transferlab.backbones.trusted import load_run_model
 
     import_tf()
     formats = parse_formats(formats)
     run = _read_run(Path(run_dir), data_root)
     out = run.dir / EXPORT_DIR
     out.mkdir(exist_ok=True)
-    model = keras.models.load_model(run.dir / MODEL_FILE, compile=False, safe_mode=safe_mode)
+    model = load_run_model(run.dir / MODEL_FILE, safe_mode=safe_mode, run_config=run.config)
     size = run.resize.size
 
     split = "test" if run.split("test") else "val" if run.split("val") else "train"
@@ -256,9 +266,9 @@ def export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None =
                    "keras_accuracy": float(np.mean(reference.argmax(1) == labels)) if len(images) else None,
                    "thresholds": {"float_max_abs_diff": FLOAT_TOLERANCE, "int8_top1_agreement": INT8_MIN_AGREEMENT},
                    "formats": {}}
-        (out / LABELS_FILE).write_text("\n".join(run.class_names) + "\n", encoding="utf-8")
+        atomic_write_bytes(out / LABELS_FILE, ("\n".join(run.class_names) + "\n").encode("utf-8"))
         card = build_model_card(run.dir, run.config, run.class_names, run.resize, {})
-        (out / MODEL_CARD).write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")
+        atomic_write_bytes(out / MODEL_CARD, json.dumps(card, indent=2, default=str).encode("utf-8"))
 
         saved: dict[str, Path] = {}
 
@@ -305,9 +315,9 @@ def export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None =
     _merge_previous(out, summary)
     checked = [e["passed"] for e in summary["formats"].values() if e.get("passed") is not None]
     summary["passed"] = all(checked) if checked else None
-    (out / PARITY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    atomic_write_bytes(out / PARITY_FILE, json.dumps(summary, indent=2).encode("utf-8"))
     card = build_model_card(run.dir, run.config, run.class_names, run.resize, summary)
-    (out / MODEL_CARD).write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")
+    atomic_write_bytes(out / MODEL_CARD, json.dumps(card, indent=2, default=str).encode("utf-8"))
     return summary
 
 

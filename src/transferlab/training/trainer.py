@@ -34,7 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from transferlab import __version__
+from transferlab._atomic import DiskFullError, atomic_write, atomic_write_bytes, disk_full_guard
 from transferlab._paths import default_cache_dir
+from transferlab.backbones.trusted import trust_record
 from transferlab.data.dataset import ImageDataset, load_dataset
 from transferlab.data.pipeline import ResizeConfig
 from transferlab.evaluation.metrics import classification_report, format_summary
@@ -42,19 +44,23 @@ from transferlab.evaluation.artifacts import write_evaluation
 from transferlab.evaluation.figures import FigureJob, PendingFigures, draw_figures
 from transferlab.features.cache import FeatureCache
 from transferlab.features.extract import extract_features
+from transferlab.errors import TransferlabError
 from transferlab.inference import LABELS_FILE, MODEL_FILE, RUN_CONFIG, Classifier, KerasRuntime
 from transferlab.training.checkpoint import (
     CHECKPOINT_DIR,
     EpochCheckpoint,
     ResumableEarlyStopping,
+    checkpoint_file,
+    commit_checkpoint,
     load_weights,
     read_state,
-    save_weights,
     stop_on_sigint,
+    weight_arrays,
     write_json_atomic,
 )
 from transferlab.training.callbacks import EpochProgress
 from transferlab.training.config import TrainConfig
+from transferlab.training.runlock import run_lock
 from transferlab.training.head import build_head, fit_head, predict_head
 
 logger = logging.getLogger("transferlab")
@@ -63,18 +69,30 @@ logger = logging.getLogger("transferlab")
 HEAD_CHECKPOINT_INTERVAL_S = 5.0
 
 
+class RunExistsError(TransferlabError, FileExistsError):
+    """``--name`` names a run directory that exists already."""
+
+
 def new_run_dir(runs_dir: str | os.PathLike, name: str | None, hint: str) -> Path:
-    """Create ``runs_dir/name``; without a name, ``<hint>-<timestamp>``; never reuses a folder."""
+    """Create ``runs_dir/name``; without a name, ``<hint>-<timestamp>``; never reuses a folder.
+
+    ``mkdir`` is the test, so of two runs started at once under one name exactly one gets it.
+    """
     runs = Path(runs_dir)
     base = name or f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', hint).strip('-') or 'run'}-{datetime.now():%Y%m%d-%H%M%S}"
+    runs.mkdir(parents=True, exist_ok=True)
     candidate, n = runs / base, 2
-    while candidate.exists():
-        if name:
-            raise FileExistsError(f"Run directory {candidate} already exists. Choose another --name, "
-                                  f"or continue it with --resume {candidate}.")
-        candidate, n = runs / f"{base}-{n}", n + 1
-    candidate.mkdir(parents=True)
-    return candidate
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            if name:
+                raise RunExistsError(
+                    f"Run directory {candidate} already exists (from an earlier run, or from another `train "
+                    f"--name {name}` started at the same time). Choose another --name, or once that run has "
+                    f"stopped, continue it with --resume {candidate}.") from None
+            candidate, n = runs / f"{base}-{n}", n + 1
 
 
 def resize_for(config: TrainConfig, info) -> ResizeConfig:
@@ -162,7 +180,7 @@ def _train_head(head, arrays, config: TrainConfig, run_dir: Path, state: dict | 
                  callbacks=[checkpoint, EpochProgress("Training head", enabled=show_progress),
                             *extra_callbacks(run_dir, config)], early_stopping=early,
                  initial_epoch=(state or {}).get("epochs_done", 0),
-                 restore_state=run_dir / CHECKPOINT_DIR / "state.npz" if state else None)
+                 restore_state=checkpoint_file(run_dir, "state", state) if state else None)
     return checkpoint.history
 
 
@@ -186,7 +204,7 @@ def _fine_tune_phase(model, arrays, resize, config: TrainConfig, run_dir: Path, 
                   ([r.path for r in val_records], [index[r.label] for r in val_records]), resize, config,
                   num_classes=len(class_names), callbacks=callbacks,
                   initial_epoch=(state or {}).get("epochs_done", 0),
-                  restore_state=run_dir / CHECKPOINT_DIR / "state.npz" if state else None, guard=early)
+                  restore_state=checkpoint_file(run_dir, "state", state) if state else None, guard=early)
     improved = not (early is not None and early.kept_baseline)
     if not improved:
         logger.info("Fine-tuning did not improve the validation loss (best %.4f): keeping the weights it started "
@@ -207,7 +225,7 @@ def _start_metadata(config: TrainConfig, data, dataset: ImageDataset, info, resi
         "config": config.to_dict(),
         "class_names": dataset.class_names,
         "resize": resize.to_dict(),
-        "backbone": info.to_dict(),
+        "backbone": {**info.to_dict(), **trust_record(info)},  # a SavedModel's hash: reloads without --unsafe
         "warm_start": note or None,
         "data": {"source": str(Path(data).resolve()), "layout": dataset.layout,
                  "counts": {s: dataset.counts(s) for s in ("train", "val", "test")},
@@ -243,13 +261,23 @@ def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_pr
     run_dir = new_run_dir(config.runs_dir, config.name, Path(data).stem)
     logger.info("Run directory: %s", run_dir)
     try:
-        return _run(data, dataset, config, run_dir, None, show_progress, from_model)
-    except Exception:
+        with run_lock(run_dir), disk_full_guard(run_dir):
+            return _run(data, dataset, config, run_dir, None, show_progress, from_model)
+    except Exception as exc:
         # Failed before anything resumable existed (e.g. backbone weights unavailable): leave no
         # half-made run directory behind. A run with config.json is kept for --resume.
-        if not (run_dir / RUN_CONFIG).exists():
+        kept = (run_dir / RUN_CONFIG).exists()
+        if not kept:
             shutil.rmtree(run_dir, ignore_errors=True)
+        if isinstance(exc, DiskFullError):
+            raise exc.with_hint(_after_full_disk(run_dir, kept)) from exc
         raise
+
+
+def _after_full_disk(run_dir: Path, kept: bool) -> str:
+    if kept:
+        return f"the run is kept: once there is space, continue it with transferlab train --resume {run_dir}"
+    return "nothing was kept: run the same command again once there is space"
 
 
 def resume(run_dir: str | os.PathLike, *, show_progress: bool = True) -> Classifier:
@@ -263,12 +291,17 @@ def resume(run_dir: str | os.PathLike, *, show_progress: bool = True) -> Classif
         raise ValueError(f"Run {run_dir} is already complete; nothing to resume.")
     config = TrainConfig.from_dict(meta["config"])
     data = meta["data"]["source"]
-    dataset = load_dataset(data, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
-                           seed=config.seed, show_progress=show_progress, cache_dir=config.cache_dir)
-    state = read_state(run_dir)
-    logger.info("Resuming %s: %s", run_dir, f"{state['phase']} phase after epoch {state['epochs_done']}"
-                if state else "no epoch completed yet")
-    return _run(data, dataset, config, run_dir, state, show_progress, meta.get("from_model"))
+    with run_lock(run_dir):  # before anything is read: a run still training is not resumed under it
+        dataset = load_dataset(data, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
+                               seed=config.seed, show_progress=show_progress, cache_dir=config.cache_dir)
+        state = read_state(run_dir)
+        logger.info("Resuming %s: %s", run_dir, f"{state['phase']} phase after epoch {state['epochs_done']}"
+                    if state else "no epoch completed yet")
+        try:
+            with disk_full_guard(run_dir):
+                return _run(data, dataset, config, run_dir, state, show_progress, meta.get("from_model"))
+        except DiskFullError as exc:
+            raise exc.with_hint(_after_full_disk(run_dir, True)) from exc
 
 
 def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state: dict | None,
@@ -302,7 +335,7 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
                 info.name, resize.size, info.feature_dim, info.feature_layer, info.preprocess, resize.mode)
     metadata = _start_metadata(config, data, dataset, info, resize, note)
     metadata["from_model"] = str(from_model) if from_model else None
-    (run_dir / RUN_CONFIG).write_text(json.dumps(metadata, indent=2, default=str), encoding="utf-8")
+    _write_metadata(run_dir, metadata)
 
     arrays, extraction, cache = _extract_all(dataset, splits, backbone, info, resize, config, show_progress)
 
@@ -319,14 +352,14 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
     head_start = time.perf_counter()
     if head_done:
         head_history = state["head_history"]
-        load_weights(head, ckpt / "head.npz")
+        load_weights(head, checkpoint_file(run_dir, "head", state))
     else:
         head_history = _train_head(head, arrays, config, run_dir, state, show_progress)
-        # Mark phase 1 complete (with the restored best head) so a resume never refits it.
-        save_weights(head, ckpt / "head.npz")
-        state = {"phase": "head", "complete": True, "epochs_done": len(head_history.get("loss", [])),
-                 "seed": config.seed, "history": head_history, "head_history": head_history}
-        write_json_atomic(ckpt / "state.json", state)
+        # Mark phase 1 complete (with the restored best head) so a resume never refits it: one commit.
+        state = commit_checkpoint(run_dir, {"phase": "head", "complete": True,
+                                            "epochs_done": len(head_history.get("loss", [])), "seed": config.seed,
+                                            "history": head_history, "head_history": head_history},
+                                  {"head": weight_arrays(head)})
     head_seconds = time.perf_counter() - head_start
     logger.info("Head trained: %d epochs in %.1f s", len(head_history.get("loss", [])), head_seconds)
 
@@ -377,7 +410,7 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
                                    probs, dataset.class_names, extra_figures=[curves], background=True)
     else:
         figures = draw_figures([curves], background=True)
-    model.save(run_dir / MODEL_FILE)
+    atomic_write(run_dir / MODEL_FILE, model.save, keep_suffix=True)  # never half a model.keras
 
     metadata.update({
         "status": "complete",
@@ -386,12 +419,17 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
         "timing": {"total_seconds": round(time.perf_counter() - started, 3), "head_seconds": round(head_seconds, 3),
                    "fine_tune_seconds": round(fine_seconds, 3)},
     })
-    (run_dir / RUN_CONFIG).write_text(json.dumps(metadata, indent=2, default=str), encoding="utf-8")
+    _write_metadata(run_dir, metadata)
     metadata["metrics"] = metrics
     _write_report_safely(run_dir, clf, config.max_gallery, figures)
     if metrics:
         logger.info("\n%s", format_summary(metrics))
     return clf
+
+
+def _write_metadata(run_dir: Path, metadata: dict) -> None:
+    """config.json, whole or not at all: a resume must never meet half of it."""
+    atomic_write_bytes(run_dir / RUN_CONFIG, json.dumps(metadata, indent=2, default=str).encode("utf-8"), sync=True)
 
 
 def _write_report_safely(run_dir: Path, clf, max_gallery: int, figures: PendingFigures) -> None:
