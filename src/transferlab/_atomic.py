@@ -94,6 +94,18 @@ def disk_full_guard(where: str | os.PathLike, hint: str = "") -> Iterator[None]:
         raise DiskFullError(exc.filename or where, hint=hint) from exc
 
 
+def ensure_space(path: str | os.PathLike, needed: int) -> None:
+    """Raise :class:`DiskFullError` now if a file of ``needed`` bytes cannot fit at ``path``.
+
+    For files written through a memory map: on a full disk those do not fail with an error but
+    kill the process (SIGBUS) when a page cannot be allocated.
+    """
+    path = Path(path)
+    room = free_bytes(path.parent)
+    if room is not None and _on_disk(path, needed) > room:
+        raise DiskFullError(path, _on_disk(path, needed))
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, sync: bool = False,
                  needed: int | None = None, keep_suffix: bool = False) -> Path:
     """Call ``write(tmp_path)`` to produce the file, then move it onto ``path``.
@@ -111,9 +123,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, sync:
     """
     path = Path(path)
     if needed is not None:
-        room = free_bytes(path.parent)
-        if room is not None and _on_disk(path, needed) > room:
-            raise DiskFullError(path, _on_disk(path, needed))
+        ensure_space(path, needed)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

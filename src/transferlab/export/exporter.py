@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from transferlab._atomic import atomic_write_bytes, disk_full_guard
+from transferlab._atomic import atomic_write_bytes, disk_full_guard, ensure_space
 from transferlab.data.pipeline import ResizeConfig
 from transferlab.export.card import build_model_card
 from transferlab.data.loader import iter_file_batches
@@ -259,7 +259,9 @@ def _export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None,
     work = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=out))
     try:
         # Held-out images go to a file-backed array: a large test split never has to fit in memory.
-        held = np.lib.format.open_memmap(work / "heldout.npy", "w+", np.uint8, (len(run.split(split)), size, size, 3))
+        shape = (len(run.split(split)), size, size, 3)
+        ensure_space(work / "heldout.npy", int(np.prod(shape)) + 4096)  # a memory map on a full disk is a SIGBUS
+        held = np.lib.format.open_memmap(work / "heldout.npy", "w+", np.uint8, shape)
         images, labels = _decode(run.split(split), run, held)
         reference = _predict(KerasRuntime(model), images)
         summary = {"run_dir": str(run.dir), "export_dir": str(out), "split": split, "images": int(len(images)),
