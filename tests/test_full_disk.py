@@ -114,14 +114,12 @@ def test_feature_cache_fills_up_then_the_run_resumes_with_space(tiny, mounts, tm
 
 def test_onnx_conversion_out_of_space_says_so_instead_of_running_slower(tiny, mounts, tmp_path):
     from transferlab.backbones import resolve_backbone
-    from transferlab.features.cache import FeatureCache
-    from transferlab.training.config import TrainConfig
-    from transferlab.training.trainer import feature_fingerprint, resize_for
+    from transferlab.features import feature_cache_for, resize_for
 
     root, backbone, data = tiny
     cache = mounts(tmp_path / "cache")
     _, info = resolve_backbone(str(backbone))
-    FeatureCache(cache, feature_fingerprint(info, resize_for(TrainConfig(), info)))  # its folder exists
+    feature_cache_for(info, resize_for(info), cache)  # its folder exists, as a first run leaves it
     fill(cache)
     proc = run_cli(*train_args(root, backbone, data, cache, "full-onnx"))
     assert proc.returncode == 2

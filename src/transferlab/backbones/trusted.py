@@ -134,7 +134,7 @@ def load_run_model(model_file: str | os.PathLike, *, safe_mode: bool = True, run
     Raises:
         UntrustedModelError: safe mode would refuse the model; the message says why and names ``--unsafe``.
     """
-    import keras
+    from transferlab._keras import keras
 
     model_file = Path(model_file)
     if safe_mode and needs_trust(model_file):
