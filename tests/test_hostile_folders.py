@@ -16,7 +16,7 @@ import pytest
 
 from conftest import make_class_folders, rgb_array, write_image
 from transferlab.data import load_dataset
-from transferlab.data.files import describe, display_path, read_regular_file, UnreadableFileError
+from transferlab.data.files import UnreadableFileError, describe, display_path, read_regular_file
 from transferlab.data.sources import walk_entries
 
 CLI = [sys.executable, "-c", "from transferlab.cli import main; raise SystemExit(main())"]

@@ -18,8 +18,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from transferlab.data.decode import ImageDecodeError, ResizeConfig, resize_image
-from transferlab.data.loader import iter_file_batches
 from transferlab.data.files import describe, display_path
+from transferlab.data.loader import iter_file_batches
 from transferlab.data.sources import walk_entries
 from transferlab.errors import ConfigError, MissingFileError, ModelFormatError
 from transferlab.progress import progress_bar

@@ -156,8 +156,7 @@ def _train_head(head, features: dict[str, SplitFeatures], config: TrainConfig, r
                 show_progress: bool) -> dict[str, list[float]]:
     """The head fit with per-epoch checkpoints; continues a checkpointed head when resuming."""
     from transferlab.training.callbacks import EpochProgress
-    from transferlab.training.checkpoint import (EpochCheckpoint, ResumableEarlyStopping, checkpoint_file,
-                                                 stop_on_sigint)
+    from transferlab.training.checkpoint import EpochCheckpoint, ResumableEarlyStopping, checkpoint_file, stop_on_sigint
     from transferlab.training.head import fit_head
 
     train, val = features["train"], features["val"]
@@ -181,8 +180,7 @@ def _fine_tune_phase(model, features: dict[str, SplitFeatures], resize: ResizeCo
                      show_progress: bool) -> tuple[dict[str, list[float]], bool]:
     """Unfreeze the top of the backbone and train on augmented images."""
     from transferlab.training.callbacks import EpochProgress
-    from transferlab.training.checkpoint import (EpochCheckpoint, ResumableEarlyStopping, checkpoint_file,
-                                                 stop_on_sigint)
+    from transferlab.training.checkpoint import EpochCheckpoint, ResumableEarlyStopping, checkpoint_file, stop_on_sigint
     from transferlab.training.finetune import fine_tune, schedule_callbacks
 
     train_records, val_records = features["train"].records, features["val"].records
@@ -211,8 +209,14 @@ def _fine_tune_phase(model, features: dict[str, SplitFeatures], resize: ResizeCo
 def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
     """Features through the cache, the head on them, then (strategy "fine-tune") the top of the backbone."""
     from transferlab._keras import keras
-    from transferlab.training.checkpoint import (checkpoint_file, commit_checkpoint, load_weights, read_state,
-                                                 weight_arrays, write_json_atomic)
+    from transferlab.training.checkpoint import (
+        checkpoint_file,
+        commit_checkpoint,
+        load_weights,
+        read_state,
+        weight_arrays,
+        write_json_atomic,
+    )
     from transferlab.training.finetune import find_base, set_trainable_top
     from transferlab.training.head import assemble_classifier, build_head
 

@@ -22,7 +22,6 @@ import os
 import struct
 import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np

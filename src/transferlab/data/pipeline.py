@@ -8,6 +8,7 @@ file validation would reject and never holds more than a few batches in memory.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
