@@ -114,7 +114,12 @@ def test_a_run_being_written_is_not_resumed_under_it(setup):
     root, backbone, data = setup
     run = root / "runs" / "busy"
     run.mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"status": "running", "config": {}, "data": {"source": str(data)}}))
+    from transferlab.rundir import RunDir, RunMetadata
+    from transferlab.training.config import TrainConfig
+
+    RunDir(run).write_metadata(RunMetadata(
+        status="running", config=TrainConfig(backbone=str(backbone)).to_dict(), class_names=["blue", "green", "red"],
+        resize={"size": 32}, backbone={}, data={"source": str(data)}, versions={}, created="now"))
     with run_lock(run):
         with pytest.raises(RunBusyError, match=f"pid {os.getpid()}"):
             transferlab.resume(run, show_progress=False)
