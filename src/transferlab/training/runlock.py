@@ -2,12 +2,12 @@
 
 ``train`` and ``train --resume`` hold ``RUN/.lock`` (``flock``) while they write the run, so a
 second ``--resume`` of a run that is still training says so instead of interleaving checkpoints.
-A killed process leaves no stale lock: the kernel drops it with the process.
+A killed process leaves no stale lock: the kernel drops it with the process. Where ``fcntl`` does
+not exist (Windows) the lock is not taken.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +15,11 @@ from typing import Iterator
 
 from transferlab._paths import display_path
 from transferlab.errors import TransferlabError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None
 
 LOCK_FILE = ".lock"
 
@@ -26,6 +31,9 @@ class RunBusyError(TransferlabError, RuntimeError):
 @contextmanager
 def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
     """Hold the run's lock for the block; raise :class:`RunBusyError` at once if another process holds it."""
+    if fcntl is None:
+        yield
+        return
     path = Path(run_dir) / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
@@ -35,8 +43,11 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
             raise RunBusyError(f"run {display_path(run_dir)} is being written by another transferlab process "
                                f"right now (pid {holder}); wait for it to finish, or train under another --name")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        try:  # who holds it, for the message above; informational only (a full disk may refuse it)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        except OSError:
+            pass
         yield
     finally:
         os.close(fd)  # closing releases the lock
