@@ -9,7 +9,7 @@ The one-call path::
 and the parts under it, one module per stage: :mod:`transferlab.data` (find, check, split,
 stream), :mod:`transferlab.backbones` (pretrained networks), :mod:`transferlab.features`
 (bottleneck cache), :mod:`transferlab.training`, :mod:`transferlab.evaluation`,
-:mod:`transferlab.export` and :mod:`transferlab.inference`.
+:mod:`transferlab.export`, :mod:`transferlab.inference` and :mod:`transferlab.audit`.
 
 Attributes are imported lazily so that ``import transferlab`` stays fast and does not import
 TensorFlow (ONNX/TFLite prediction works without it).
@@ -47,6 +47,7 @@ _LAZY = {
     "predict": "transferlab.api:predict",
     "Classifier": "transferlab.inference:Classifier",
     "TrainConfig": "transferlab.training.config:TrainConfig",
+    "audit": "transferlab.audit",  # a module that is also callable: transferlab.audit("photos/")
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
@@ -59,8 +60,9 @@ def __getattr__(name: str) -> Any:
     target = _LAZY.get(name)
     if target is None:
         raise AttributeError(f"module 'transferlab' has no attribute {name!r}")
-    module_name, attr = target.split(":")
-    value = getattr(importlib.import_module(module_name), attr)
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    value = getattr(module, attr) if attr else module
     globals()[name] = value
     return value
 

@@ -9,6 +9,7 @@
     transferlab export RUN             SavedModel/ONNX/TFLite   -> transferlab.export.export_run()
     transferlab report RUN             report.html              -> transferlab.evaluation.report.write_report()
     transferlab explain MODEL IMAGES   Grad-CAM overlays        -> transferlab.evaluation.gradcam.explain()
+    transferlab audit DIR              label errors, duplicates -> transferlab.audit()
 """
 
 from __future__ import annotations
@@ -302,11 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_stage_commands(sub) -> None:
     """Sub-commands kept beside their stage (report/explain, export)."""
+    from transferlab.audit.cli import register as register_audit
     from transferlab.evaluation.cli import register as register_evaluation
     from transferlab.export.cli import register as register_export
 
     register_export(sub)
     register_evaluation(sub)
+    register_audit(sub)
 
 
 _EXTRA_COMMANDS: list = [_register_stage_commands]

@@ -17,16 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.audit.duplicates import (
+from transferlab.audit.defaults import (
+    DEFAULT_FOLDS,
     DEFAULT_MAX_HASH_DISTANCE,
     DEFAULT_MIN_SIMILARITY,
-    DuplicateGroup,
-    group_duplicates,
-    near_duplicate_pairs,
+    DEFAULT_NEIGHBOURS,
+    DEFAULT_OUTLIER_THRESHOLD,
 )
-from transferlab.audit.labels import DEFAULT_FOLDS, LabelIssues, find_label_issues
-from transferlab.audit.neighbours import DEFAULT_NEIGHBOURS, nearest_neighbours
-from transferlab.audit.outliers import DEFAULT_OUTLIER_THRESHOLD, Outliers, find_outliers
+from transferlab.audit.duplicates import DuplicateGroup, group_duplicates, near_duplicate_pairs
+from transferlab.audit.labels import LabelIssues, find_label_issues
+from transferlab.audit.neighbours import nearest_neighbours
+from transferlab.audit.outliers import Outliers, find_outliers
 from transferlab.data.dataset import ImageDataset, ImageRecord, load_dataset
 
 logger = logging.getLogger("transferlab")

@@ -33,15 +33,14 @@ from typing import Sequence
 
 import numpy as np
 
+from transferlab.audit.defaults import DEFAULT_MAX_HASH_DISTANCE, DEFAULT_MIN_SIMILARITY
 from transferlab.audit.neighbours import Neighbours
 
 logger = logging.getLogger("transferlab")
 
-# Gate on feature similarity before any image is decoded: copies measured >= 0.75 (see above); a
-# lower gate only costs hashing time.
-DEFAULT_MIN_SIMILARITY = 0.70
-# Of 64 DCT-hash bits: copies measured <= 4, distinct photos >= 10 (see above).
-DEFAULT_MAX_HASH_DISTANCE = 6
+# DEFAULT_MIN_SIMILARITY (0.70) gates on feature similarity before any image is decoded: copies
+# measured >= 0.75 (see above); a lower gate only costs hashing time. DEFAULT_MAX_HASH_DISTANCE (6
+# of 64 bits): copies measured <= 4, distinct photos >= 10.
 _HASH_DRAFT = (128, 128)  # the hash looks at 32x32 pixels: decode JPEGs at 1/2..1/8 scale
 _CROPS = (0.0, 0.05, 0.10)  # fraction cut off each side before hashing
 

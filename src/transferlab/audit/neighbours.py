@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_NEIGHBOURS = 10
+from transferlab.audit.defaults import DEFAULT_NEIGHBOURS
+
 
 
 @dataclass

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from transferlab.audit.defaults import DEFAULT_OUTLIER_THRESHOLD
 from transferlab.audit.neighbours import Neighbours, normalise
 
-DEFAULT_OUTLIER_THRESHOLD = 3.5
 OUTLIER_NEIGHBOURS = 5
 
 

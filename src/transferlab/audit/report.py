@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 
 from transferlab._atomic import atomic_write, atomic_write_bytes
+from transferlab.audit.defaults import DUPLICATE_FIXES, LABEL_FIXES, OUTLIER_FIXES
 from transferlab.evaluation.report import _CSS, _e, _img_array, _kv_grid, _muted, _section, _table, _thumbnail
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ __all__ = ["AUDIT_CSV", "AUDIT_HTML", "AUDIT_JSON", "summary", "write_audit", "w
 
 AUDIT_HTML, AUDIT_CSV, AUDIT_JSON = "audit.html", "audit.csv", "audit.json"
 CSV_COLUMNS = ("path", "kind", "score", "given_label", "suggested_label", "group")
-LABEL_FIXES, DUPLICATE_FIXES, OUTLIER_FIXES = ("relabel", "drop", "keep"), ("keep-one", "keep"), ("drop", "keep")
 _TOP = 20  # findings of each kind listed in the JSON summary
 
 _EXTRA_CSS = """
