@@ -111,6 +111,57 @@ def dataset_features(dataset: ImageDataset, config, *, show_progress: bool = Tru
     return result.features[kept], kept, info
 
 
+def analyse(dataset: ImageDataset, records: list[ImageRecord], features: np.ndarray, *, folds: int = DEFAULT_FOLDS,
+            seed: int = 0, min_similarity: float = DEFAULT_MIN_SIMILARITY,
+            max_hash_distance: int = DEFAULT_MAX_HASH_DISTANCE,
+            outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD, workers: int | None = None) -> AuditResult:
+    """The audit of given features (what :func:`audit` runs once the features are there).
+
+    Args:
+        dataset: the loaded dataset (its classes, label conflicts and root are used).
+        records: the records to audit (N,), e.g. ``dataset.records``.
+        features: (N, D) float features of those records, row-aligned (any embedding works).
+        folds, min_similarity, max_hash_distance, outlier_threshold: see :func:`audit`.
+        seed: seed of the k-fold shuffling.
+        workers: threads decoding images for the perceptual hash (default: all CPUs).
+
+    Returns:
+        :class:`AuditResult` (not written anywhere).
+    """
+    timing: dict[str, float] = {}
+    index = dataset.class_to_index
+    labels = np.array([index[r.label] for r in records], dtype=np.int64)
+
+    tick = time.perf_counter()
+    issues = find_label_issues(features, labels, len(dataset.class_names), folds=folds, seed=seed)
+    timing["label_issues"] = time.perf_counter() - tick
+
+    # Byte copies share one content row: neighbours, hashes and outlier scores are per content.
+    tick = time.perf_counter()
+    _, first_row, content_of_row = np.unique([r.sha256 for r in records], return_index=True, return_inverse=True)
+    content_of_row = content_of_row.ravel()
+    content_features = features[first_row]
+    neighbours = nearest_neighbours(content_features, DEFAULT_NEIGHBOURS)
+    timing["neighbours"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    pairs = near_duplicate_pairs(neighbours, [records[r].path for r in first_row], min_similarity=min_similarity,
+                                 max_hash_distance=max_hash_distance, workers=workers or os.cpu_count() or 1)
+    groups = group_duplicates(records, content_of_row, pairs, dataset.label_conflicts)
+    timing["duplicates"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    outliers: Outliers = find_outliers(content_features, labels[first_row], neighbours, threshold=outlier_threshold)
+    timing["outliers"] = time.perf_counter() - tick
+
+    return AuditResult(
+        dataset=dataset, records=list(records), features=features, labels=issues, duplicates=groups,
+        outlier_score=outliers.score[content_of_row], is_outlier=outliers.is_outlier[content_of_row], timing=timing,
+        settings={"folds": folds, "min_similarity": min_similarity, "max_hash_distance": max_hash_distance,
+                  "outlier_threshold": outlier_threshold, "seed": seed},
+    )
+
+
 def audit(data: str | os.PathLike, *, out: str | os.PathLike | None = None, config=None,
           folds: int = DEFAULT_FOLDS, min_similarity: float = DEFAULT_MIN_SIMILARITY,
           max_hash_distance: int = DEFAULT_MAX_HASH_DISTANCE, outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD,
@@ -151,47 +202,19 @@ def audit(data: str | os.PathLike, *, out: str | os.PathLike | None = None, conf
 
     tick = time.perf_counter()
     features, kept, info = dataset_features(dataset, config, show_progress=show_progress)
-    records = [dataset.records[i] for i in kept]
     timing["features"] = time.perf_counter() - tick
-    index = dataset.class_to_index
-    labels = np.array([index[r.label] for r in records], dtype=np.int64)
-
-    tick = time.perf_counter()
-    issues = find_label_issues(features, labels, len(dataset.class_names), folds=folds, seed=config.seed)
-    timing["label_issues"] = time.perf_counter() - tick
-
-    # Byte copies share one content row: neighbours, hashes and outlier scores are per content.
-    tick = time.perf_counter()
-    _, first_row, content_of_row = np.unique([r.sha256 for r in records], return_index=True, return_inverse=True)
-    content_of_row = content_of_row.ravel()
-    content_features = features[first_row]
-    neighbours = nearest_neighbours(content_features, DEFAULT_NEIGHBOURS)
-    timing["neighbours"] = time.perf_counter() - tick
-
-    tick = time.perf_counter()
-    pairs = near_duplicate_pairs(neighbours, [records[r].path for r in first_row], min_similarity=min_similarity,
-                                 max_hash_distance=max_hash_distance, workers=os.cpu_count() or 1)
-    groups = group_duplicates(records, content_of_row, pairs, dataset.label_conflicts)
-    timing["duplicates"] = time.perf_counter() - tick
-
-    tick = time.perf_counter()
-    outliers: Outliers = find_outliers(content_features, labels[first_row], neighbours, threshold=outlier_threshold)
-    timing["outliers"] = time.perf_counter() - tick
-
-    result = AuditResult(
-        dataset=dataset, records=records, features=features, labels=issues, duplicates=groups,
-        outlier_score=outliers.score[content_of_row], is_outlier=outliers.is_outlier[content_of_row],
-        backbone=info.name, timing=timing,
-        settings={"backbone": info.name, "folds": folds, "min_similarity": min_similarity,
-                  "max_hash_distance": max_hash_distance, "outlier_threshold": outlier_threshold,
-                  "seed": config.seed, "val_fraction": config.val_fraction, "test_fraction": config.test_fraction},
-    )
+    result = analyse(dataset, [dataset.records[i] for i in kept], features, folds=folds, seed=config.seed,
+                     min_similarity=min_similarity, max_hash_distance=max_hash_distance,
+                     outlier_threshold=outlier_threshold)
+    result.backbone = info.name
+    result.timing = {**timing, **result.timing}
+    result.settings.update(backbone=info.name, val_fraction=config.val_fraction, test_fraction=config.test_fraction)
     if write:
         from transferlab.audit.report import write_audit
 
         tick = time.perf_counter()
         target = Path(out) if out else Path("audits") / f"{Path(data).stem}-{datetime.now():%Y%m%d-%H%M%S}"
         result.out_dir = write_audit(result, target, max_gallery=max_gallery)
-        timing["report"] = time.perf_counter() - tick
-    timing["total"] = time.perf_counter() - start
+        result.timing["report"] = time.perf_counter() - tick
+    result.timing["total"] = time.perf_counter() - start
     return result

@@ -2,7 +2,7 @@
 
 An image's *typicality* is its mean cosine similarity to its ``k`` nearest neighbours in
 backbone features (byte copies of it excluded, so a duplicated placeholder is still an outlier),
-and the higher of that and its similarity to the centroid of its own class. The outlier score is
+or its similarity to the nearest class centroid where that is higher ("far from every class"). The outlier score is
 a robust z-score of how much less typical it is than the dataset's median image:
 
     score = (median(t) - t_i) / (1.4826 * MAD(t))
@@ -57,13 +57,11 @@ def find_outliers(features: np.ndarray, labels: np.ndarray, neighbours: Neighbou
     m = len(unit)
     k = min(k, neighbours.similarity.shape[1])
     near = neighbours.similarity[:, :k].mean(axis=1) if k else np.zeros(m, np.float32)
-    centroid_sim = np.zeros(m, np.float32)
-    for label in np.unique(labels):
-        rows = labels == label
-        centroid = unit[rows].mean(axis=0)
-        centroid /= max(float(np.linalg.norm(centroid)), 1e-12)
-        centroid_sim[rows] = unit[rows] @ centroid
-    # An image typical of its class but in a sparse region (a small class) is not an outlier.
+    centroids = np.stack([unit[labels == label].mean(axis=0) for label in np.unique(labels)])
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    # The closest centroid of *any* class: an image close to a class it is not labelled as is a
+    # label error (labels.py), not an outlier; one in a sparse part of its class is not one either.
+    centroid_sim = (unit @ centroids.T).max(axis=1)
     typicality = np.maximum(near, centroid_sim).astype(np.float32)
     median = float(np.median(typicality))
     mad = float(np.median(np.abs(typicality - median)))
