@@ -6,8 +6,9 @@
 
 Modules: :mod:`~transferlab.audit.labels` (out-of-fold probabilities and confident learning),
 :mod:`~transferlab.audit.duplicates`, :mod:`~transferlab.audit.outliers`,
-:mod:`~transferlab.audit.neighbours`, :mod:`~transferlab.audit.report` (audit.html, audit.csv,
-audit.json, the clean CSV) and :mod:`~transferlab.audit.core` (the one call).
+:mod:`~transferlab.audit.neighbours`, :mod:`~transferlab.audit.result` (what was found),
+:mod:`~transferlab.audit.report` (audit.html, audit.csv, audit.json, the clean CSV) and
+:mod:`~transferlab.audit.core` (the one call).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 __all__ = ["AuditResult", "audit", "write_clean"]
 # Imported on first use, so that the CLI can read this package's defaults without numpy or scikit-learn.
-_LAZY = {"AuditResult": "transferlab.audit.core", "audit": "transferlab.audit.core",
+_LAZY = {"AuditResult": "transferlab.audit.result", "audit": "transferlab.audit.core",
          "write_clean": "transferlab.audit.report"}
 
 if TYPE_CHECKING:  # pragma: no cover
-    from transferlab.audit.core import AuditResult, audit  # noqa: F401
+    from transferlab.audit.core import audit  # noqa: F401
     from transferlab.audit.report import write_clean  # noqa: F401
+    from transferlab.audit.result import AuditResult  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

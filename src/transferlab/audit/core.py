@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -24,61 +23,14 @@ from transferlab.audit.defaults import (
     DEFAULT_NEIGHBOURS,
     DEFAULT_OUTLIER_THRESHOLD,
 )
-from transferlab.audit.duplicates import DuplicateGroup, group_duplicates, near_duplicate_pairs
-from transferlab.audit.labels import LabelIssues, find_label_issues
+from transferlab.audit.duplicates import group_duplicates, near_duplicate_pairs
+from transferlab.audit.labels import find_label_issues
 from transferlab.audit.neighbours import nearest_neighbours
 from transferlab.audit.outliers import Outliers, find_outliers
+from transferlab.audit.result import AuditResult
 from transferlab.data.dataset import ImageDataset, ImageRecord, load_dataset
 
 logger = logging.getLogger("transferlab")
-
-
-@dataclass
-class AuditResult:
-    """What the audit found; row ``i`` of every array is ``records[i]``.
-
-    Attributes:
-        dataset: the checked dataset (its ``bad_files`` were not audited: they do not decode).
-        records: the audited images (those whose features could be computed).
-        features: (N, D) float32 bottleneck features.
-        labels: confident-learning verdict per image (:class:`~transferlab.audit.labels.LabelIssues`).
-        duplicates: duplicate groups, worst first (:class:`~transferlab.audit.duplicates.DuplicateGroup`).
-        outlier_score: (N,) float32 robust z-score (higher: further from everything).
-        is_outlier: (N,) bool.
-        out_dir: where audit.html, audit.csv and audit.json were written (None if not written).
-        timing: seconds per stage.
-    """
-
-    dataset: ImageDataset
-    records: list[ImageRecord]
-    features: np.ndarray
-    labels: LabelIssues
-    duplicates: list[DuplicateGroup]
-    outlier_score: np.ndarray
-    is_outlier: np.ndarray
-    backbone: str = ""
-    out_dir: Path | None = None
-    timing: dict[str, float] = field(default_factory=dict)
-    settings: dict = field(default_factory=dict)
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.dataset.class_names
-
-    def label_issue_rows(self) -> list[int]:
-        """Rows of the likely label errors, likeliest first."""
-        return self.labels.ranking().tolist()
-
-    def outlier_rows(self) -> list[int]:
-        """Rows of the outliers, most unusual first."""
-        rows = np.flatnonzero(self.is_outlier)
-        return rows[np.argsort(-self.outlier_score[rows], kind="stable")].tolist()
-
-    def summary(self) -> dict:
-        """JSON-serialisable counts and the worst findings (what ``--json`` prints)."""
-        from transferlab.audit.report import summary
-
-        return summary(self)
 
 
 def dataset_features(dataset: ImageDataset, config, *, show_progress: bool = True):
@@ -90,25 +42,22 @@ def dataset_features(dataset: ImageDataset, config, *, show_progress: bool = Tru
             cache_dir): the same settings give the same cache entries as ``transferlab train``.
 
     Returns:
-        ``(features (N, D) float32, rows kept (indices into dataset.records), backbone info)``.
+        ``(features (N, D) float32, records (N,) whose features could be computed, backbone info)``.
     """
-    from transferlab._paths import default_cache_dir
     from transferlab.backbones import resolve_backbone
-    from transferlab.features.cache import FeatureCache
-    from transferlab.features.extract import extract_features
-    from transferlab.training.trainer import feature_fingerprint, resize_for
+    from transferlab.features import extract_splits, resize_for
+    from transferlab.features.dataset import SPLITS
 
     backbone, info = resolve_backbone(config.backbone, weights=config.weights, input_size=config.image_size,
                                       feature_layer=config.feature_layer, preprocess=config.preprocess,
                                       unsafe=config.unsafe)
-    resize = resize_for(config, info)
-    cache = FeatureCache(config.cache_dir or default_cache_dir(), feature_fingerprint(info, resize))
-    records = dataset.records
-    result = extract_features([r.path for r in records], [r.sha256 for r in records], backbone, resize, cache,
-                              engine=config.engine, show_progress=show_progress)
-    failed = set(result.failed)
-    kept = [i for i in range(len(records)) if i not in failed]
-    return result.features[kept], kept, info
+    resize = resize_for(info, mode=config.resize_mode, interpolation=config.interpolation,
+                        crop_fraction=config.crop_fraction)
+    splits, _, _ = extract_splits(dataset, backbone, info, resize, cache_dir=config.cache_dir, engine=config.engine,
+                                  show_progress=show_progress)
+    records = [r for s in SPLITS for r in splits[s].records]
+    features = np.concatenate([splits[s].x for s in SPLITS]) if records else np.zeros((0, info.feature_dim), np.float32)
+    return features, records, info
 
 
 def analyse(dataset: ImageDataset, records: list[ImageRecord], features: np.ndarray, *, folds: int = DEFAULT_FOLDS,
@@ -188,8 +137,8 @@ def audit(data: str | os.PathLike, *, out: str | os.PathLike | None = None, conf
         :class:`AuditResult`; ``result.out_dir`` holds the files.
 
     Raises:
-        DatasetError: the dataset has fewer than two classes with images.
-        ValueError: a class has fewer than two images (no out-of-fold estimate is possible).
+        DatasetError: fewer than two classes with images, or a class with fewer than two images
+            (no out-of-fold estimate is possible).
     """
     from transferlab.training.config import TrainConfig
 
@@ -201,9 +150,9 @@ def audit(data: str | os.PathLike, *, out: str | os.PathLike | None = None, conf
     timing["load_dataset"] = time.perf_counter() - start
 
     tick = time.perf_counter()
-    features, kept, info = dataset_features(dataset, config, show_progress=show_progress)
+    features, records, info = dataset_features(dataset, config, show_progress=show_progress)
     timing["features"] = time.perf_counter() - tick
-    result = analyse(dataset, [dataset.records[i] for i in kept], features, folds=folds, seed=config.seed,
+    result = analyse(dataset, records, features, folds=folds, seed=config.seed,
                      min_similarity=min_similarity, max_hash_distance=max_hash_distance,
                      outlier_threshold=outlier_threshold)
     result.backbone = info.name

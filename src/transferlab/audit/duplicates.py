@@ -90,6 +90,13 @@ class DuplicateGroup:
     def two_labels(self) -> bool:
         return len(self.labels) > 1
 
+    def to_dict(self) -> dict:
+        """JSON-serialisable: id, kind, similarity, hash distance, splits, labels, flags and files."""
+        return {"id": self.id, "kind": self.kind, "similarity": round(self.similarity, 4),
+                "hash_distance": self.hash_distance, "splits": self.splits, "labels": self.labels,
+                "crosses_splits": self.crosses_splits, "two_labels": self.two_labels,
+                "files": [{"path": m.path, "label": m.label, "split": m.split} for m in self.members]}
+
     def severity(self) -> tuple:
         """Sort key, worst first: label conflicts, then leakage, then the closest copies."""
         return (not self.two_labels, not self.crosses_splits, -self.similarity, self.members[0].path)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from transferlab.audit.defaults import DEFAULT_C, DEFAULT_FOLDS
+from transferlab.data.sources import DatasetError
 
 logger = logging.getLogger("transferlab")
 
@@ -87,7 +88,7 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, num_clas
         (N, num_classes) float32 probabilities; rows sum to 1.
 
     Raises:
-        ValueError: when fewer than two classes have at least two images.
+        DatasetError: when fewer than two classes, or a class, have fewer than two images.
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
@@ -100,7 +101,7 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, num_clas
     counts = np.bincount(labels, minlength=num_classes)
     present = counts[counts > 0]
     if len(present) < 2 or present.min() < 2:
-        raise ValueError(f"need at least two classes with two or more images each to find label errors "
+        raise DatasetError(f"need at least two classes with two or more images each to find label errors "
                          f"(images per class: {counts.tolist()}); add images to the small classes.")
     k = int(max(2, min(folds, present.min())))
     probs = np.zeros((len(labels), num_classes), dtype=np.float32)

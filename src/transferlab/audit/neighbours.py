@@ -15,7 +15,6 @@ import numpy as np
 from transferlab.audit.defaults import DEFAULT_NEIGHBOURS
 
 
-
 @dataclass
 class Neighbours:
     """The ``k`` nearest other rows of every row.

@@ -8,7 +8,7 @@
   ``duplicate`` or ``outlier``, and the rows of each kind come worst first. ``score`` is
   ``1 - p(given label)`` for label rows, the group's lowest feature similarity for duplicate
   rows (1 for byte copies) and the robust z-score for outlier rows.
-* ``audit.json``: :func:`summary`.
+* ``audit.json``: :meth:`AuditResult.summary <transferlab.audit.result.AuditResult.summary>`.
 * :func:`write_clean`: a ``path,label,split`` CSV with the fixes applied, which
   ``transferlab train`` reads as is. The user's image files are never moved, renamed or deleted.
 """
@@ -21,21 +21,17 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 
 from transferlab._atomic import atomic_write, atomic_write_bytes
 from transferlab.audit.defaults import DUPLICATE_FIXES, LABEL_FIXES, OUTLIER_FIXES
+from transferlab.audit.result import AuditResult
+from transferlab.errors import ConfigError
 from transferlab.evaluation.report import _CSS, _e, _img_array, _kv_grid, _muted, _section, _table, _thumbnail
 
-if TYPE_CHECKING:
-    from transferlab.audit.core import AuditResult
-
-__all__ = ["AUDIT_CSV", "AUDIT_HTML", "AUDIT_JSON", "summary", "write_audit", "write_clean"]
+__all__ = ["AUDIT_CSV", "AUDIT_HTML", "AUDIT_JSON", "write_audit", "write_clean"]
 
 AUDIT_HTML, AUDIT_CSV, AUDIT_JSON = "audit.html", "audit.csv", "audit.json"
 CSV_COLUMNS = ("path", "kind", "score", "given_label", "suggested_label", "group")
-_TOP = 20  # findings of each kind listed in the JSON summary
 
 _EXTRA_CSS = """
 .group{border:1px solid #e4e7eb;border-radius:6px;padding:8px;margin:0 0 12px;background:#fafbfc;font-size:13px}
@@ -60,66 +56,6 @@ def csv_rows(result: AuditResult) -> list[dict]:
     rows += [{"path": records[r].path, "kind": "outlier", "score": round(float(result.outlier_score[r]), 3),
               "given_label": records[r].label, "suggested_label": "", "group": ""} for r in result.outlier_rows()]
     return rows
-
-
-def _group_dict(group) -> dict:
-    return {"id": group.id, "kind": group.kind, "similarity": round(group.similarity, 4),
-            "hash_distance": group.hash_distance, "splits": group.splits, "labels": group.labels,
-            "crosses_splits": group.crosses_splits, "two_labels": group.two_labels,
-            "files": [{"path": m.path, "label": m.label, "split": m.split} for m in group.members]}
-
-
-def per_class_counts(result: AuditResult) -> dict[str, dict[str, int]]:
-    """Per class: images audited, likely label errors (by given label), duplicate files, outliers."""
-    names = result.class_names
-    images = Counter(r.label for r in result.records)
-    issues = Counter(names[result.labels.given[r]] for r in result.label_issue_rows())
-    outliers = Counter(result.records[r].label for r in result.outlier_rows())
-    duplicates = Counter(m.label for g in result.duplicates for m in g.members)
-    return {n: {"images": images[n], "label_issues": issues[n], "duplicates": duplicates[n], "outliers": outliers[n]}
-            for n in names}
-
-
-def summary(result: AuditResult) -> dict:
-    """Counts and the worst findings of an audit, JSON-serialisable (``audit.json``, ``--json``)."""
-    names, issues = result.class_names, result.labels
-    label_rows = result.label_issue_rows()
-    noise = [{"given": names[i], "true": names[j], "images": round(float(issues.noise_matrix[i, j]), 1)}
-             for i in range(len(names)) for j in range(len(names)) if i != j and issues.noise_matrix[i, j] >= 0.5]
-    groups = result.duplicates
-    return {
-        "data": result.dataset.root,
-        "layout": result.dataset.layout,
-        "backbone": result.backbone,
-        "images": len(result.records),
-        "bad_files": len(result.dataset.bad_files),
-        "per_class": per_class_counts(result),
-        "label_issues": {
-            "count": len(label_rows),
-            "estimated_errors": noise,
-            "thresholds": {n: round(float(t), 4) for n, t in zip(names, issues.thresholds)},
-            "top": [{"path": result.records[r].path, "given_label": names[issues.given[r]],
-                     "suggested_label": names[issues.suggested[r]], "score": round(float(issues.score[r]), 4)}
-                    for r in label_rows[:_TOP]],
-        },
-        "duplicates": {
-            "groups": len(groups),
-            "files": sum(len(g.members) for g in groups),
-            "exact_groups": sum(g.kind == "exact" for g in groups),
-            "near_groups": sum(g.kind == "near" for g in groups),
-            "cross_split_groups": sum(g.crosses_splits for g in groups),
-            "two_label_groups": sum(g.two_labels for g in groups),
-            "list": [_group_dict(g) for g in groups],
-        },
-        "outliers": {
-            "count": int(result.is_outlier.sum()),
-            "top": [{"path": result.records[r].path, "label": result.records[r].label,
-                     "score": round(float(result.outlier_score[r]), 3)} for r in result.outlier_rows()[:_TOP]],
-        },
-        "settings": result.settings,
-        "timing": {k: round(v, 3) for k, v in result.timing.items()},
-        "out_dir": str(result.out_dir) if result.out_dir else None,
-    }
 
 
 # ------------------------------------------------------------------ HTML
@@ -238,7 +174,7 @@ def write_audit(result: AuditResult, out_dir: str | os.PathLike, *, max_gallery:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result.out_dir = out
-    s = summary(result)
+    s = result.summary()
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -270,15 +206,15 @@ def write_clean(result: AuditResult, path: str | os.PathLike, *, labels: str = "
         Counts: ``{"path", "written", "relabelled", "dropped": {"label", "duplicate", "outlier"}}``.
 
     Raises:
-        ValueError: an unknown choice, or ``path`` is the audited CSV.
+        ConfigError: an unknown choice, or ``path`` is the audited CSV.
     """
     for name, value, allowed in (("labels", labels, LABEL_FIXES), ("duplicates", duplicates, DUPLICATE_FIXES),
                                  ("outliers", outliers, OUTLIER_FIXES)):
         if value not in allowed:
-            raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}.")
+            raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}.")
     target = Path(path).resolve()
     if target == Path(result.dataset.root).resolve():
-        raise ValueError(f"{path} is the audited CSV; write the clean CSV to another file so the original is kept.")
+        raise ConfigError(f"{path} is the audited CSV; write the clean CSV to another file so the original is kept.")
     names, issues = result.class_names, result.labels
     drop: dict[int, str] = {}
     if outliers == "drop":

@@ -1,13 +1,14 @@
-"""Sub-command ``audit`` (registered into the main ``transferlab`` parser).
+"""``transferlab audit``: the CLI layer over :func:`transferlab.audit.audit` and :func:`transferlab.audit.write_clean`.
 
     transferlab audit DATA [--backbone NAME] [--out DIR] [--json] [--write-clean CSV]
+
+The feature settings (``--backbone``, ``--image-size``, ``--cache-dir``, the split fractions and
+seed, ...) are train's own options: the same values find the features ``train`` cached.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
 from transferlab.audit.defaults import (
@@ -19,16 +20,12 @@ from transferlab.audit.defaults import (
     LABEL_FIXES,
     OUTLIER_FIXES,
 )
+from transferlab.cli._common import ExitCode, add_command, add_unsafe, print_json
+from transferlab.cli.train import add_train_options
 
-# The feature settings of `train` (same flags, same help): the same values find the same cached features.
-_FEATURE_FIELDS = ("backbone", "weights", "feature_layer", "preprocess", "image_size", "resize_mode", "interpolation",
-                   "crop_fraction", "val_fraction", "test_fraction", "seed", "engine", "cache_dir")
-
-
-def _train_options():
-    from transferlab.cli import _TRAIN_OPTIONS
-
-    return [option for option in _TRAIN_OPTIONS if option[1] in _FEATURE_FIELDS]
+# The settings of `train` that decide the features and the splits.
+FEATURE_SETTINGS = ("backbone", "weights", "feature_layer", "preprocess", "image_size", "resize_mode",
+                    "interpolation", "crop_fraction", "val_fraction", "test_fraction", "seed", "engine", "cache_dir")
 
 
 def format_summary(s: dict) -> str:
@@ -53,7 +50,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from transferlab.audit import audit, write_clean
     from transferlab.training.config import TrainConfig
 
-    settings = {field: getattr(args, field) for _, field, _, _ in _train_options() if getattr(args, field) is not None}
+    settings = {name: getattr(args, name) for name in FEATURE_SETTINGS if getattr(args, name, None) is not None}
     if str(settings.get("weights", "")).lower() == "none":
         settings["weights"] = None
     config = TrainConfig(**settings, unsafe=args.unsafe)
@@ -65,21 +62,20 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         summary["clean"] = write_clean(result, args.write_clean, labels=args.fix_labels, duplicates=args.fix_duplicates,
                                        outliers=args.fix_outliers)
     if args.json:
-        json.dump(summary, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-        return 0
+        print_json(summary)
+        return ExitCode.OK
     print(format_summary(summary))
     print(f"Report: {Path(result.out_dir) / 'audit.html'} (audit.csv and audit.json beside it)")
     if args.write_clean:
         c = summary["clean"]
         print(f"Clean CSV: {c['path']} ({c['written']} images, {c['relabelled']} relabelled, dropped "
               + ", ".join(f"{n} {k}" for k, n in c["dropped"].items()) + f"); train on it: transferlab train {c['path']}")
-    return 0
+    return ExitCode.OK
 
 
 def register(subparsers) -> None:
     """Add ``audit`` to the ``transferlab`` sub-command parsers."""
-    p = subparsers.add_parser("audit", help="find likely label errors, duplicates, split leakage and outliers "
+    p = add_command(subparsers, "audit", help="find likely label errors, duplicates, split leakage and outliers "
                                             "from the cached features")
     p.add_argument("data", help="folder of class subfolders, pre-split folder (train/val/test) or CSV of path,label")
     p.add_argument("--out", help="folder for audit.html, audit.csv, audit.json (default ./audits/<data>-<time>)")
@@ -102,7 +98,6 @@ def register(subparsers) -> None:
     p.add_argument("--outlier-threshold", type=float, default=DEFAULT_OUTLIER_THRESHOLD,
                    help=f"robust z-score from which an image is an outlier (default {DEFAULT_OUTLIER_THRESHOLD})")
     p.add_argument("--max-gallery", type=int, default=60, help="most thumbnails per section of audit.html (default 60)")
-    for flag, field, kind, text in _train_options():
-        p.add_argument(flag, dest=field, type=kind, default=None, help=text + " (as for train)")
-    p.add_argument("--unsafe", action="store_true", help="allow Lambda layers in a personal model (runs code from the file)")
+    add_train_options(p, only=FEATURE_SETTINGS)
+    add_unsafe(p)
     p.set_defaults(func=_cmd_audit)
