@@ -331,3 +331,54 @@ def test_real_photos_flipped_labels_placeholder_and_planted_leak(tmp_path):
     leaks = [g for g in result.duplicates if g.crosses_splits]
     found = {frozenset(Path(m.path).name for m in g.members) for g in leaks}
     assert found == {frozenset({p.name, f"copy{j}.jpg"}) for j, p in enumerate(planted)}
+
+
+# ------------------------------------------------------------------ the hint `train` prints
+def test_hint_counts_copies_and_held_out_label_errors():
+    from types import SimpleNamespace
+
+    from transferlab.audit.hint import dataset_warnings, training_hint
+    from transferlab.features.dataset import SplitFeatures
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(2, 16)) * 1.5
+
+    def split(name, n, start):
+        y = np.arange(n) % 2
+        records = [SimpleNamespace(sha256=f"{name}{i}") for i in range(n)]
+        return SplitFeatures((centres[y] + rng.normal(size=(n, 16))).astype(np.float32), y, records)
+
+    splits = {"train": split("train", 80, 0), "val": split("val", 20, 0), "test": split("test", 20, 0)}
+    probs = np.eye(2)[np.concatenate([splits["val"].y, splits["test"].y])] * 0.9 + 0.05
+    clean = dataset_warnings(splits, probs)
+    assert clean == {"held_out": 40, "label_issues": 0, "copies_of_train": 0}
+    assert training_hint(clean, "photos") is None
+
+    splits["test"].records[0].sha256 = "train5"  # a byte copy of a training image
+    splits["test"].x[1:4] = splits["train"].x[10:13] * 1.01  # near-identical features
+    probs[:5] = probs[:5, ::-1]  # the head is sure five held-out images are the other class
+    dirty = dataset_warnings(splits, probs)
+    assert dirty == {"held_out": 40, "label_issues": 5, "copies_of_train": 4}
+    hint = training_hint(dirty, "photos")
+    assert hint.count("\n") == 0 and "5 of the 40" in hint and "4 of them" in hint and "transferlab audit photos" in hint
+
+
+def test_train_prints_the_hint_on_a_dirty_dataset(presplit, tmp_path, caplog):
+    import logging
+
+    from helpers import save_tiny_cnn
+
+    import transferlab
+
+    backbone = save_tiny_cnn(tmp_path / "tiny.keras", num_classes=2)
+    for i in range(4):  # red pictures filed as green in val/test, and training images copied into test
+        save(presplit / ("val" if i % 2 else "test") / "green" / f"actually_red_{i}.png", smooth_image(700 + i, tint=0))
+        name = f"{'red' if i % 2 else 'green'}_train_{i}.png"
+        (presplit / "test" / name.split("_")[0] / f"copy_{i}.png").write_bytes(
+            (presplit / "train" / name.split("_")[0] / name).read_bytes())
+    with caplog.at_level(logging.INFO, logger="transferlab"):
+        transferlab.train(presplit, backbone=str(backbone), cache_dir=str(tmp_path / "cache"), engine="keras",
+                          runs_dir=str(tmp_path / "runs"), name="dirty", epochs=30, show_progress=False)
+    hints = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Hint:")]
+    assert len(hints) == 1 and f"transferlab audit {presplit}" in hints[0]
+    assert "4 of them are copies of training images" in hints[0]
