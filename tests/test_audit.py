@@ -366,9 +366,8 @@ def test_hint_counts_copies_and_held_out_label_errors():
 def test_train_prints_the_hint_on_a_dirty_dataset(presplit, tmp_path, caplog):
     import logging
 
-    from helpers import save_tiny_cnn
-
     import transferlab
+    from helpers import save_tiny_cnn
 
     backbone = save_tiny_cnn(tmp_path / "tiny.keras", num_classes=2)
     for i in range(4):  # red pictures filed as green in val/test, and training images copied into test
