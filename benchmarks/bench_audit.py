@@ -166,8 +166,8 @@ def _real(name: str, cache: Path):
     from transferlab.training.config import TrainConfig
 
     dataset = load_dataset(SHARED / name, show_progress=False, cache_dir=cache)
-    features, kept, _ = dataset_features(dataset, TrainConfig(cache_dir=str(cache)), show_progress=False)
-    return dataset, [dataset.records[i] for i in kept], features
+    features, records, _ = dataset_features(dataset, TrainConfig(cache_dir=str(cache)), show_progress=False)
+    return dataset, records, features
 
 
 def part_quality(tmp: Path) -> dict:
@@ -218,8 +218,8 @@ def part_quality(tmp: Path) -> dict:
         with open(folder / "all.csv", "w", newline="") as fh:
             csv.writer(fh).writerows([["path", "label"], *listing])
         ds = load_dataset(folder / "all.csv", show_progress=False, cache_dir=cache)
-        feats, kept, _ = dataset_features(ds, TrainConfig(cache_dir=str(cache)), show_progress=False)
-        result = analyse(ds, [ds.records[i] for i in kept], feats)
+        feats, kept_records, _ = dataset_features(ds, TrainConfig(cache_dir=str(cache)), show_progress=False)
+        result = analyse(ds, kept_records, feats)
         reported = set()
         for g in result.duplicates:
             paths = sorted(m.path for m in g.members)
