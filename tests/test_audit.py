@@ -265,11 +265,20 @@ def test_audit_command_end_to_end_and_page_in_headless_chromium(presplit, tmp_pa
     assert {f["path"].rsplit("/", 1)[-1] for f in summary["duplicates"]["list"][0]["files"]} == \
         {"red_train_1.png", "leaked<&>.jpg"}
 
-    import transferlab  # the same through the Python API: transferlab.audit is callable
+    import transferlab
 
-    again = transferlab.audit(presplit, out=tmp_path / "again", backbone=str(backbone),
-                              cache_dir=str(tmp_path / "cache"), engine="keras", folds=3, show_progress=False)
-    assert again.summary()["duplicates"]["cross_split_groups"] == 1
+    # Again through the Python API (transferlab.audit is callable), where importing TensorFlow
+    # fails: every feature is cached under settings resolved before, so the backbone is not built.
+    from test_architecture import _run_without_tf
+
+    proc = _run_without_tf("""
+        import json, sys, transferlab
+        result = transferlab.audit(sys.argv[1], out=sys.argv[2], backbone=sys.argv[3], cache_dir=sys.argv[4],
+                                   folds=3, show_progress=False)
+        print(json.dumps(result.summary()["duplicates"]["cross_split_groups"]))
+    """, str(presplit), str(tmp_path / "again"), str(backbone), str(tmp_path / "cache"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "1"
 
     text = (out / AUDIT_HTML).read_text(encoding="utf-8")
     assert "leaked&lt;&amp;&gt;.jpg" in text and "leaked<&>" not in text  # escaped file name
@@ -331,6 +340,33 @@ def test_real_photos_flipped_labels_placeholder_and_planted_leak(tmp_path):
     leaks = [g for g in result.duplicates if g.crosses_splits]
     found = {frozenset(Path(m.path).name for m in g.members) for g in leaks}
     assert found == {frozenset({p.name, f"copy{j}.jpg"}) for j, p in enumerate(planted)}
+
+
+def test_remembered_resolution_is_used_only_while_the_weights_file_is_unchanged(tmp_path):
+    import os
+    from types import SimpleNamespace
+
+    from transferlab.audit.resolved import cached_features, remember
+    from transferlab.features.cache import FeatureCache
+    from transferlab.training.config import TrainConfig
+
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"w" * 100)
+    config = TrainConfig(backbone="my_net", cache_dir=str(tmp_path / "cache"))
+    info = SimpleNamespace(weights_source=str(weights), feature_dim=3, name="my_net")
+    parts = {"backbone": "my_net", "weights": "abc"}
+    records = [SimpleNamespace(sha256=f"{i:064x}") for i in range(4)]
+    cache = FeatureCache(config.cache_dir, parts)
+    for i, r in enumerate(records[:3]):
+        cache.put(r.sha256, np.full(3, i, np.float32))
+    assert cached_features(records[:3], config) is None  # never resolved
+    remember(config, info, parts)
+    features, name = cached_features(records[:3], config)
+    assert name == "my_net" and features.tolist() == [[0, 0, 0], [1, 1, 1], [2, 2, 2]]
+    assert cached_features(records, config) is None  # one image not cached: build the backbone
+    assert cached_features(records[:3], config.replace(image_size=64)) is None  # other settings
+    os.utime(weights, ns=(1, 1))  # the weights file changed
+    assert cached_features(records[:3], config) is None
 
 
 # ------------------------------------------------------------------ the hint `train` prints

@@ -320,6 +320,11 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run: RunDir, state: d
         run.set_status("interrupted")  # config.json says so; `--resume` continues from the checkpoint
         raise
     _log_audit_hint(prep, fit)
+    if prep.warm is None:  # an audit with these settings then finds the features without the backbone
+        from transferlab.audit.resolved import remember
+        from transferlab.features.dataset import feature_fingerprint
+
+        remember(prep.config, prep.info, feature_fingerprint(prep.info, prep.resize))
     return finish_run(prep, fit)
 
 

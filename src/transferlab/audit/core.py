@@ -27,6 +27,7 @@ from transferlab.audit.duplicates import group_duplicates, near_duplicate_pairs
 from transferlab.audit.labels import find_label_issues
 from transferlab.audit.neighbours import nearest_neighbours
 from transferlab.audit.outliers import Outliers, find_outliers
+from transferlab.audit.resolved import cached_features, remember
 from transferlab.audit.result import AuditResult
 from transferlab.data.dataset import ImageDataset, ImageRecord, load_dataset
 
@@ -42,11 +43,17 @@ def dataset_features(dataset: ImageDataset, config, *, show_progress: bool = Tru
             cache_dir): the same settings give the same cache entries as ``transferlab train``.
 
     Returns:
-        ``(features (N, D) float32, records (N,) whose features could be computed, backbone info)``.
+        ``(features (N, D) float32, records (N,) whose features could be computed, backbone name)``.
+        When every image is in the cache under settings resolved before
+        (:mod:`~transferlab.audit.resolved`), the backbone is not even built.
     """
+    cached = cached_features(dataset.records, config)
+    if cached is not None:
+        return cached[0], list(dataset.records), cached[1]
+
     from transferlab.backbones import resolve_backbone
     from transferlab.features import extract_splits, resize_for
-    from transferlab.features.dataset import SPLITS
+    from transferlab.features.dataset import SPLITS, feature_fingerprint
 
     backbone, info = resolve_backbone(config.backbone, weights=config.weights, input_size=config.image_size,
                                       feature_layer=config.feature_layer, preprocess=config.preprocess,
@@ -55,9 +62,10 @@ def dataset_features(dataset: ImageDataset, config, *, show_progress: bool = Tru
                         crop_fraction=config.crop_fraction)
     splits, _, _ = extract_splits(dataset, backbone, info, resize, cache_dir=config.cache_dir, engine=config.engine,
                                   show_progress=show_progress)
+    remember(config, info, feature_fingerprint(info, resize))
     records = [r for s in SPLITS for r in splits[s].records]
     features = np.concatenate([splits[s].x for s in SPLITS]) if records else np.zeros((0, info.feature_dim), np.float32)
-    return features, records, info
+    return features, records, info.name
 
 
 def analyse(dataset: ImageDataset, records: list[ImageRecord], features: np.ndarray, *, folds: int = DEFAULT_FOLDS,
@@ -150,14 +158,14 @@ def audit(data: str | os.PathLike, *, out: str | os.PathLike | None = None, conf
     timing["load_dataset"] = time.perf_counter() - start
 
     tick = time.perf_counter()
-    features, records, info = dataset_features(dataset, config, show_progress=show_progress)
+    features, records, backbone_name = dataset_features(dataset, config, show_progress=show_progress)
     timing["features"] = time.perf_counter() - tick
     result = analyse(dataset, records, features, folds=folds, seed=config.seed,
                      min_similarity=min_similarity, max_hash_distance=max_hash_distance,
                      outlier_threshold=outlier_threshold)
-    result.backbone = info.name
+    result.backbone = backbone_name
     result.timing = {**timing, **result.timing}
-    result.settings.update(backbone=info.name, val_fraction=config.val_fraction, test_fraction=config.test_fraction)
+    result.settings.update(backbone=backbone_name, val_fraction=config.val_fraction, test_fraction=config.test_fraction)
     if write:
         from transferlab.audit.report import write_audit
 
