@@ -18,8 +18,9 @@
      given and true labels ``Q``; ``n * Q[i][j]`` (i != j) is the estimated number of images
      labelled ``i`` that are really ``j``, reported per class pair.
 
-   Issues are ranked by ``1 - p_given`` (the paper's self-confidence ranking): the lower the
-   out-of-fold probability of its own label, the likelier an image is mislabeled.
+   Issues are ranked by self-confidence, ``1 - p_given``: the lower the out-of-fold probability
+   of its own label, the likelier an image is mislabeled (with two classes this is the order of
+   the normalised margin the paper prunes by, too).
 """
 
 from __future__ import annotations
