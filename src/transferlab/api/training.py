@@ -337,7 +337,33 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run: RunDir, state: d
     except (TrainingInterrupted, KeyboardInterrupt):
         run.set_status("interrupted")  # config.json says so; `--resume` continues from the checkpoint
         raise
+    _log_audit_hint(prep, fit)
+    if prep.warm is None:  # an audit with these settings then finds the features without the backbone
+        from transferlab.audit.resolved import remember
+        from transferlab.features.dataset import feature_fingerprint
+
+        remember(prep.config, prep.info, feature_fingerprint(prep.info, prep.resize))
     return finish_run(prep, fit)
+
+
+def _log_audit_hint(prep: PreparedRun, fit: FittedRun) -> None:
+    """One line pointing at ``transferlab audit`` when the features show many label errors or copies.
+
+    A hint only: whatever goes wrong here is logged at debug level and never fails the run.
+    """
+    from transferlab.audit.hint import dataset_warnings, training_hint
+    from transferlab.training.head import predict_head
+
+    try:
+        held_out = np.concatenate([fit.features["val"].x, fit.features["test"].x])
+        # After fine-tuning the head sits on a changed backbone: the cached features no longer fit it.
+        probs = predict_head(fit.head, held_out) if len(held_out) and prep.config.strategy != "fine-tune" else None
+        hint = training_hint(dataset_warnings(fit.features, probs), prep.data)
+    except Exception as exc:  # noqa: BLE001
+        logger.debug("no audit hint: %s: %s", type(exc).__name__, exc)
+        return
+    if hint:
+        logger.info(hint)
 
 
 def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_progress: bool = True,

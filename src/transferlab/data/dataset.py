@@ -184,18 +184,19 @@ def load_dataset(
     labels_by_hash: dict[str, set[str]] = defaultdict(set)
     for sample, check in good:
         labels_by_hash[check.sha256].add(sample.label)
-    conflicts: dict[str, list[str]] = defaultdict(list)
+    conflicts: dict[str, list[tuple[str, str]]] = defaultdict(list)
     kept = []
     for sample, check in good:
         if len(labels_by_hash[check.sha256]) > 1:
-            conflicts[check.sha256].append(sample.path)
+            conflicts[check.sha256].append((sample.path, sample.label))
             other = sorted(labels_by_hash[check.sha256] - {sample.label})
             bad_files.append(BadFile(sample.path, f"label conflict: same bytes also labeled {', '.join(other)}"))
         else:
             kept.append((sample, check))
-    label_conflicts = [
-        {"sha256": digest, "labels": sorted(labels_by_hash[digest]), "paths": sorted(paths)}
-        for digest, paths in sorted(conflicts.items())
+    label_conflicts = [  # path_labels: the label of each of paths, in the same order
+        {"sha256": digest, "labels": sorted(labels_by_hash[digest]), "paths": [p for p, _ in sorted(members)],
+         "path_labels": [label for _, label in sorted(members)]}
+        for digest, members in sorted(conflicts.items())
     ]
 
     # Duplicates inside a class follow the first copy's split (no train/test leakage).
