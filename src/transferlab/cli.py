@@ -9,6 +9,7 @@
     transferlab export RUN             SavedModel/ONNX/TFLite   -> transferlab.export.export_run()
     transferlab report RUN             report.html              -> transferlab.evaluation.report.write_report()
     transferlab explain MODEL IMAGES   Grad-CAM overlays        -> transferlab.evaluation.gradcam.explain()
+    transferlab serve MODEL            HTTP prediction service  -> transferlab.serving.serve()
 """
 
 from __future__ import annotations
@@ -304,9 +305,11 @@ def _register_stage_commands(sub) -> None:
     """Sub-commands kept beside their stage (report/explain, export)."""
     from transferlab.evaluation.cli import register as register_evaluation
     from transferlab.export.cli import register as register_export
+    from transferlab.serving.cli import register as register_serve
 
     register_export(sub)
     register_evaluation(sub)
+    register_serve(sub)
 
 
 _EXTRA_COMMANDS: list = [_register_stage_commands]

@@ -19,6 +19,10 @@ import numpy as np
 SERVING_SIGNATURE = "serving_default"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+# Metadata carried inside the model file (ONNX metadata_props, TFLite metadata entries), so that
+# a file travelling alone still knows its labels and resize: JSON list / ResizeConfig dict.
+METADATA_CLASSES = "transferlab.classes"
+METADATA_RESIZE = "transferlab.resize"
 
 
 def _as_dtype(images: np.ndarray, dtype) -> np.ndarray:
@@ -59,6 +63,7 @@ class OnnxRuntime:
         out_shape = next(o.shape for o in outputs if o.name == self._output)
         self.num_classes = _static(out_shape[-1]) if out_shape else None
         self.input_dtype = np.dtype(self._dtype).name
+        self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         feed = {self._input: _as_dtype(images, self._dtype)}
