@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
+import http.server
 import json
 import logging
 import re
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -270,3 +273,62 @@ def test_batcher_groups_bounds_and_skips_timed_out_requests():
             await batcher.stop()
 
     asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------ the page, in a browser
+PROBE = """<!DOCTYPE html><html><body><iframe id="app" src="%(url)s" width="1200" height="800"></iframe><script>
+const frame = document.getElementById('app');
+frame.addEventListener('load', () => run().catch(err => {
+  const e = document.createElement('pre'); e.id = 'failure'; e.textContent = String(err); document.body.append(e); }));
+async function run() {
+  const win = frame.contentWindow, doc = frame.contentDocument;
+  const files = [];
+  for (const [name, colour] of [['red.png', '#e61414'], ['blue.png', '#1414e6']]) {
+    const canvas = doc.createElement('canvas'); canvas.width = canvas.height = 40;
+    const ctx = canvas.getContext('2d'); ctx.fillStyle = colour; ctx.fillRect(0, 0, 40, 40);
+    const blob = await new Promise(resolve => canvas.toBlob(resolve, 'image/png'));
+    files.push(new win.File([blob], name, {type: 'image/png'}));
+  }
+  const transfer = new win.DataTransfer();
+  files.forEach(f => transfer.items.add(f));
+  doc.getElementById('drop').dispatchEvent(new win.DragEvent('drop', {dataTransfer: transfer, bubbles: true,
+                                                                      cancelable: true}));
+  // No timers: under --virtual-time-budget they run ahead of the real server's answer.
+  await new Promise(resolve => { if (doc.body.dataset.done) resolve();
+    new win.MutationObserver(() => doc.body.dataset.done && resolve()).observe(doc.body, {attributes: true}); });
+  const out = document.createElement('div'); out.id = 'copied';
+  out.innerHTML = doc.getElementById('results').outerHTML;
+  out.dataset.done = doc.body.dataset.done || '';
+  document.body.append(out);
+}
+</script></body></html>"""
+
+
+def test_page_classifies_dropped_images_in_headless_chromium(server, tmp_path):
+    from test_report import run_chromium
+
+    page = httpx.get(f"{server}/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "red, green, blue" in page.text and "http://" not in page.text.split("<script>")[1]
+    (tmp_path / "probe.html").write_text(PROBE % {"url": f"{server}/"}, encoding="utf-8")
+    # The probe, served from another local port, drops files on the page in an iframe and copies
+    # out the results: reading a cross-origin frame is allowed only with web security off.
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as probe_server:
+        threading.Thread(target=probe_server.serve_forever, daemon=True).start()
+        try:
+            dom = run_chromium(tmp_path, "--disable-web-security", "--disable-site-isolation-trials",
+                               "--virtual-time-budget=20000", "--dump-dom",
+                               f"http://127.0.0.1:{probe_server.server_port}/probe.html").stdout
+        finally:
+            probe_server.shutdown()
+    copied = re.search(r'<div id="copied" data-done="(\d*)">(.*)</div>', dom, re.S)
+    assert copied and copied.group(1) == "1", dom[-3000:]
+    results = copied.group(2)
+    cards = re.findall(r'<div class="result" data-label="(\w+)">(.*?)</div></div>(?=<div class="result"|</div>)',
+                       results, re.S)
+    # Newest first: blue was dropped after red.
+    assert [label for label, _ in cards] == ["blue", "red"], results[:2000]
+    for label, body in cards:
+        assert f'<div class="name">{label}.png</div>' in body and "<img" in body
+        assert re.search(rf"<b>{label}</b> \d+\.\d%", body)
