@@ -46,7 +46,12 @@ def test_every_format_is_written_with_labels_and_model_card(exported):
     assert card["backbone"]["family"] == "personal" and card["data"]["counts"]["test"]
     assert card["metrics"] == json.loads((clf.run_dir / "metrics.json").read_text())
     assert {"transferlab", "keras", "tensorflow"} <= set(card["versions"])
-    assert card["tflite_metadata"]["embedded"] is False and card["tflite_metadata"]["reason"]
+    assert card["tflite_metadata"]["embedded"] is True and card["onnx_metadata"]["embedded"] is True
+    assert card["input"]["name"] == "image" and card["input"]["layout"] == "NHWC"
+    assert card["input"]["resize_rule"]["filter"] == clf.resize.interpolation
+    for fmt in FORMATS:  # every format's held-out accuracy, and that it passed and was kept
+        assert card["files"][fmt]["accuracy"] == summary["formats"][fmt]["accuracy"]
+        assert card["files"][fmt]["kept"] is True
     assert set(card["files"]) == set(FORMATS) and card["parity"]["split"] == "test"
     assert json.loads((out / "parity.json").read_text()) == summary
 
@@ -155,16 +160,16 @@ def test_load_dispatch_and_metadata(exported, tmp_path, caplog):
     assert load(clf.run_dir).runtime.name == "keras"
     assert load(clf.run_dir / "export").runtime.input_dtype == "uint8"  # export/model.keras
     assert load(clf.run_dir / "export" / "saved_model").runtime.name == "savedmodel"
-    # a bare file: labels from labels.txt beside it, then the model card, else class_<i>
-    shutil.copy(clf.run_dir / "export" / "model.onnx", tmp_path / "m.onnx")
-    assert load(tmp_path / "m.onnx").class_names == ["class_0", "class_1", "class_2"]
-    assert "No labels.txt" in caplog.text
-    shutil.copy(clf.run_dir / "export" / "model_card.json", tmp_path / "model_card.json")
-    bare = load(tmp_path / "m.onnx")
-    assert bare.class_names == ["blue", "green", "red"] and bare.resize == clf.resize
-    (tmp_path / "labels.txt").write_text("a\nb\n")
-    with pytest.raises(ValueError, match="2 classes"):
-        load(tmp_path / "m.onnx")
+    # a file travelling alone: labels and resize from inside it, without a word
+    for name in ("model.onnx", "model_int8.tflite"):
+        shutil.copy(clf.run_dir / "export" / name, tmp_path / name)
+        alone = load(tmp_path / name)
+        assert alone.class_names == ["blue", "green", "red"] and alone.resize == clf.resize, name
+    assert not caplog.text
+    # labels.txt beside it that disagrees: the model's own labels win, with a warning
+    (tmp_path / "labels.txt").write_text("a\nb\nc\n")
+    assert load(tmp_path / "model.onnx").class_names == ["blue", "green", "red"]
+    assert "differs from the labels inside" in caplog.text
     (tmp_path / "m.pt").write_bytes(b"x")
     with pytest.raises(ValueError, match=r"\.onnx or \.tflite"):
         load(tmp_path / "m.pt")
@@ -252,6 +257,33 @@ def test_export_command_in_the_cli(exported):
                           "onnx", "--json"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout)["formats"]["onnx"]["passed"] is True
+
+
+def test_a_format_failing_parity_is_not_written_unless_kept(exported, tmp_path, monkeypatch, capsys):
+    from transferlab.export import exporter
+    from transferlab.export.cli import register
+
+    _, _, clf, _ = exported
+    run = tmp_path / "run"
+    shutil.copytree(clf.run_dir, run, ignore=shutil.ignore_patterns("export"))
+    # A threshold no int8 model can meet, so that this export fails its check.
+    monkeypatch.setattr(exporter, "INT8_MIN_AGREEMENT", 1.01)
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["export", str(run), "--format", "onnx,tflite-int8"])
+    assert args.func(args) == 1
+    err = capsys.readouterr().err
+    assert "tflite-int8: FAILED" in err and "--keep-failing" in err and "--calibration-images" in err
+    assert (run / "export" / "model.onnx").is_file() and not (run / "export" / "model_int8.tflite").exists()
+    parity = json.loads((run / "export" / "parity.json").read_text())
+    entry = parity["formats"]["tflite-int8"]
+    assert entry["passed"] is False and entry["kept"] is False and "--format" in entry["advice"]
+    assert parity["formats"]["onnx"]["kept"] is True and parity["passed"] is False
+    args = parser.parse_args(["export", str(run), "--format", "tflite-int8", "--keep-failing"])
+    assert args.func(args) == 0  # asked to keep it: kept, exit 0, still marked as failing
+    assert (run / "export" / "model_int8.tflite").is_file()
+    card = json.loads((run / "export" / "model_card.json").read_text())
+    assert card["files"]["tflite-int8"]["passed"] is False and card["files"]["tflite-int8"]["kept"] is True
 
 
 def test_bad_arguments_say_what_to_do(exported, tmp_path):

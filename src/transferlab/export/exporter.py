@@ -33,6 +33,7 @@ import numpy as np
 
 from transferlab.data.pipeline import ResizeConfig
 from transferlab.export.card import build_model_card
+from transferlab.export.embed import embed_onnx, embed_tflite, model_metadata
 from transferlab.data.loader import iter_file_batches
 from transferlab.inference import LABELS_FILE, MODEL_CARD, MODEL_FILE, RUN_CONFIG, KerasRuntime, load
 from transferlab.progress import progress_bar
@@ -179,6 +180,9 @@ def _save_tflite_int8(saved_model_float: Path, path: Path, calibration: np.ndarr
         path.write_bytes(converter.convert())
 
 
+_EMBED = {"onnx": embed_onnx, "tflite": embed_tflite, "tflite-int8": embed_tflite}
+
+
 def _replace(tmp: Path, final: Path) -> None:
     """Move a finished file or folder into place, so a failed export never leaves half a model."""
     if final.is_dir():
@@ -205,6 +209,34 @@ def _parity(fmt: str, probs: np.ndarray, reference: np.ndarray, labels: np.ndarr
     return entry
 
 
+def _shortfall(fmt: str, entry: dict) -> str:
+    if fmt == "tflite-int8":
+        return (f"top-1 agreement with Keras {entry['top1_agreement']:.1%} < {INT8_MIN_AGREEMENT:.0%} "
+                f"(short by {100 * (INT8_MIN_AGREEMENT - entry['top1_agreement']):.1f} points)")
+    return f"max |probability difference| {entry['max_abs_diff']:.2e} > {FLOAT_TOLERANCE:g}"
+
+
+def _advice(fmt: str, entry: dict, summary: dict) -> str:
+    others = ",".join(f for f in FORMATS if f != fmt)
+    if fmt == "tflite-int8":
+        tips = ("calibrate on more training images (--calibration-images, all of them by default up to 300), "
+                "train on more data (a head fit to few images is sensitive to rounding), or use the float "
+                "model.tflite, which matches Keras")
+    else:
+        tips = "a float format should match Keras: this looks like a converter bug, please report it"
+    return f"{tips}; keep it anyway with --keep-failing, or leave it out with --format {others}"
+
+
+def _failure(fmt: str, entry: dict, summary: dict, kept: bool) -> str:
+    where = f"on the {summary['split']} split ({summary['images']} images)"
+    accuracy = (f"; accuracy {entry['accuracy']:.1%} vs Keras {summary['keras_accuracy']:.1%}"
+                if summary.get("keras_accuracy") is not None else "")
+    if kept:
+        return f"{fmt} ({entry['file']}) FAILED its parity check {where}: {_shortfall(fmt, entry)}{accuracy}. Kept (--keep-failing)."
+    return (f"{fmt} ({entry['file']}) FAILED its parity check {where}: {_shortfall(fmt, entry)}{accuracy}. "
+            f"Not written. To try: {entry['advice']}.")
+
+
 def _describe(fmt: str, entry: dict, split: str, n: int) -> str:
     if entry.get("max_abs_diff") is None:
         return f"{fmt:<12} {entry['file']}: exported (no held-out images for a parity check)"
@@ -217,7 +249,7 @@ def _describe(fmt: str, entry: dict, split: str, n: int) -> str:
 # ------------------------------------------------------------------ export_run
 def export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None = FORMATS, *,
                calibration_images: int = 300, data_root: str | os.PathLike | None = None,
-               safe_mode: bool = True, show_progress: bool = True) -> dict:
+               safe_mode: bool = True, show_progress: bool = True, keep_failing: bool = False) -> dict:
     """Export a run's classifier to ``RUN/export/`` and check every format against Keras.
 
     Args:
@@ -226,10 +258,13 @@ def export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None =
         calibration_images: training images (a seeded random sample) calibrating the int8 model.
         data_root: the dataset's folder, if it moved since training (splits.csv paths are relative to it).
         safe_mode: load the run's model in Keras safe mode (off only for a trusted model with Lambda layers).
+        keep_failing: keep a format that fails its parity check (by default it is not written, and
+            any earlier file of that format stays as it was).
 
     Returns:
         The parity summary also written to ``export/parity.json``: per format the file, its size,
-        max abs probability difference and top-1 agreement with Keras, accuracy, and ``passed``.
+        max abs probability difference and top-1 agreement with Keras, accuracy, ``passed``,
+        ``kept`` and, for a format that failed and was not kept, ``advice``.
     """
     import keras
 
@@ -256,9 +291,10 @@ def export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None =
                    "keras_accuracy": float(np.mean(reference.argmax(1) == labels)) if len(images) else None,
                    "thresholds": {"float_max_abs_diff": FLOAT_TOLERANCE, "int8_top1_agreement": INT8_MIN_AGREEMENT},
                    "formats": {}}
-        (out / LABELS_FILE).write_text("\n".join(run.class_names) + "\n", encoding="utf-8")
         card = build_model_card(run.dir, run.config, run.class_names, run.resize, {})
-        (out / MODEL_CARD).write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")
+        for folder in (out, work):  # work: what the parity check's loader reads beside each new file
+            (folder / LABELS_FILE).write_text("\n".join(run.class_names) + "\n", encoding="utf-8")
+            (folder / MODEL_CARD).write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")
 
         saved: dict[str, Path] = {}
 
@@ -283,11 +319,13 @@ def export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None =
                 else:
                     calibration = _calibration(run, calibration_images)
                     _save_tflite_int8(saved_model("float32"), tmp, calibration)
-                _replace(tmp, final)
+                if fmt in _EMBED:  # labels and resize inside the file: it may travel alone
+                    _EMBED[fmt](tmp, model_metadata(run.class_names, run.resize))
                 seconds = time.perf_counter() - start
-                # Checked through the same loader users call, so the check covers loading too.
-                runtime = load(final, safe_mode=safe_mode).runtime
-                entry = {"file": FILES[fmt], "bytes": _size(final), "export_seconds": round(seconds, 3),
+                # Checked before it replaces anything, through the loader users call (which reads
+                # the labels beside it in the work folder), so the check covers loading too.
+                runtime = load(tmp, safe_mode=safe_mode).runtime
+                entry = {"file": FILES[fmt], "bytes": _size(tmp), "export_seconds": round(seconds, 3),
                          "runtime": runtime.name, "input_dtype": getattr(runtime, "input_dtype", None)}
                 if fmt.startswith("tflite"):
                     entry.update(interpreter=runtime.interpreter, output_dtype=runtime.output_dtype,
@@ -296,8 +334,16 @@ def export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None =
                 if fmt == "tflite-int8":
                     entry["calibration_images"] = int(len(calibration))
                 entry.update(_parity(fmt, _predict(runtime, images), reference, labels))
+                del runtime
+                entry["kept"] = entry["passed"] is not False or keep_failing
+                if entry["kept"]:
+                    _replace(tmp, final)
+                else:  # never leave a model that failed its check where it could be deployed
+                    entry["advice"] = _advice(fmt, entry, summary)
                 summary["formats"][fmt] = entry
                 logger.info("%s", _describe(fmt, entry, split, len(images)))
+                if entry["passed"] is False:
+                    logger.warning("%s", _failure(fmt, entry, summary, keep_failing))
                 bar.update(1)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -118,6 +118,9 @@ class TFLiteRuntime:
         self.input_quantization = tuple(self._in["quantization"])
         self.output_quantization = tuple(self._out["quantization"])
         self._interpreter.allocate_tensors()
+        from transferlab.export.embed import read_tflite_metadata
+
+        self.metadata = read_tflite_metadata(self.path)
 
     def _quantize(self, images: np.ndarray) -> np.ndarray:
         dtype = np.dtype(self._in["dtype"])
