@@ -7,8 +7,8 @@
   Metadata (``TFLITE_METADATA``, for the Android Task Library) needs tflite-support, whose
   protobuf pin TensorFlow 2.21 cannot run with; the labels are also in labels.txt beside it.
 
-Keys are :data:`~transferlab.export.runtimes.METADATA_CLASSES` (a JSON list of class names in
-output order) and :data:`~transferlab.export.runtimes.METADATA_RESIZE` (a JSON ResizeConfig).
+Keys are :data:`~transferlab.runtimes.metadata.METADATA_CLASSES` (a JSON list of class names in
+output order) and :data:`~transferlab.runtimes.metadata.METADATA_RESIZE` (a JSON ResizeConfig).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 
 from transferlab._atomic import atomic_write_bytes
-from transferlab.data.pipeline import ResizeConfig
-from transferlab.export.runtimes import METADATA_CLASSES, METADATA_RESIZE
+from transferlab.data.decode import ResizeConfig
+from transferlab.runtimes.metadata import METADATA_CLASSES, METADATA_RESIZE, tflite_schema
 
 
 def model_metadata(class_names: list[str], resize: ResizeConfig) -> dict[str, str]:
@@ -39,20 +39,12 @@ def embed_onnx(path: str | os.PathLike, entries: dict[str, str]) -> None:
     atomic_write_bytes(path, model.SerializeToString())
 
 
-def _tflite_schema():
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError:  # LiteRT not installed: TensorFlow ships the same generated schema
-        from tensorflow.lite.python import schema_py_generated as schema
-    return schema
-
-
 def embed_tflite(path: str | os.PathLike, entries: dict[str, str]) -> None:
     """Add ``entries`` to the ``.tflite`` file's metadata table (replacing same-named ones)."""
     import flatbuffers
     import numpy as np
 
-    schema = _tflite_schema()
+    schema = tflite_schema()
     model = schema.ModelT.InitFromPackedBuf(bytearray(Path(path).read_bytes()), 0)
     model.metadata = [m for m in (model.metadata or []) if m.name.decode() not in entries] or []
     model.buffers = model.buffers or []
@@ -66,24 +58,3 @@ def embed_tflite(path: str | os.PathLike, entries: dict[str, str]) -> None:
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     atomic_write_bytes(path, bytes(builder.Output()))
-
-
-def read_tflite_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The UTF-8 entries of a ``.tflite`` file's metadata table (binary ones are skipped)."""
-    schema = _tflite_schema()
-    data = Path(path).read_bytes()
-    model = schema.Model.GetRootAs(data, 0)
-    found = {}
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        name = (entry.Name() or b"").decode("utf-8", "replace")
-        if not name.startswith("transferlab."):
-            continue
-        buffer = model.Buffers(entry.Buffer())
-        if buffer is None or buffer.DataLength() == 0:
-            continue
-        try:
-            found[name] = buffer.DataAsNumpy().tobytes().decode("utf-8")
-        except UnicodeDecodeError:
-            pass
-    return found

@@ -103,5 +103,6 @@ def _quantize(calibrated_model: bytes, float_layers: list[str]) -> bytes:
     from transferlab._tf import import_tf
 
     tf = import_tf()
-    return convert.mlir_quantize(calibrated_model, fully_quantize=True, input_data_type=tf.uint8,
-                                 output_data_type=tf.uint8, denylisted_nodes=float_layers or None)
+    # As TFLiteConverter.convert() calls it for inference_input/output_type uint8.
+    return convert.mlir_quantize(calibrated_model, input_data_type=tf.uint8, output_data_type=tf.uint8,
+                                 denylisted_nodes=float_layers or None)

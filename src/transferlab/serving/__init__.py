@@ -15,7 +15,9 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     if exc.name not in ("starlette", "uvicorn", "multipart", "python_multipart", "prometheus_client"):
         raise
-    raise ImportError(f"transferlab serve needs the serve extra ({exc.name} is missing): "
-                      "pip install 'transferlab[serve]'") from exc
+    from transferlab.errors import MissingDependencyError
+
+    raise MissingDependencyError(f"transferlab serve needs the serve extra ({exc.name} is missing): "
+                                 "pip install 'transferlab[serve]'") from exc
 
 __all__ = ["API_KEY_ENV", "Limits", "ServeSettings", "ServedModel", "create_app", "resolve_model", "serve"]

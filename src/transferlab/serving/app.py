@@ -38,8 +38,14 @@ from starlette.routing import Route
 from transferlab.data.decode import ImageDecodeError
 from transferlab.data.loader import background_pool
 from transferlab.serving.batcher import DynamicBatcher, Overloaded
-from transferlab.serving.inputs import (Limits, RequestError, images_from_upload, parse_top_k, read_body,
-                                        tf_serving_instances)
+from transferlab.serving.inputs import (
+    Limits,
+    RequestError,
+    images_from_upload,
+    parse_top_k,
+    read_body,
+    tf_serving_instances,
+)
 from transferlab.serving.model import ServedModel
 from transferlab.serving.page import render_page
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from transferlab.data.decode import ImageDecodeError
+from transferlab.errors import ConfigError, MissingFileError, ModelFormatError
 
 # Looked up in this order in a run's export/ folder (or an export folder itself).
 SERVABLE_FILES = ("model.onnx", "model.tflite", "model_int8.tflite")
@@ -26,8 +27,8 @@ def resolve_model(path: str | os.PathLike) -> Path:
     """The model file to serve for a run directory, an export folder, a ``.onnx`` or a ``.tflite``.
 
     Raises:
-        FileNotFoundError: nothing servable there (the message says how to export one).
-        ValueError: a file of another format (Keras, SavedModel would need TensorFlow).
+        MissingFileError: nothing servable there (the message says how to export one).
+        ModelFormatError: a file of another format (Keras, SavedModel would need TensorFlow).
     """
     p = Path(path)
     export_hint = "Export one with `transferlab export RUN --format onnx` (or tflite)."
@@ -36,12 +37,12 @@ def resolve_model(path: str | os.PathLike) -> Path:
         for name in SERVABLE_FILES:
             if (folder / name).is_file():
                 return folder / name
-        raise FileNotFoundError(f"No {', '.join(SERVABLE_FILES)} in {folder}. {export_hint}")
+        raise MissingFileError(f"No {', '.join(SERVABLE_FILES)} in {folder}. {export_hint}")
     if not p.exists():
-        raise FileNotFoundError(f"No such model: {p}. Pass a run directory, its export/ folder, "
+        raise MissingFileError(f"No such model: {p}. Pass a run directory, its export/ folder, "
                                 "or a .onnx or .tflite file.")
     if p.suffix.lower() not in SERVABLE_SUFFIXES:
-        raise ValueError(f"transferlab serve runs .onnx and .tflite models (ONNX Runtime / LiteRT, without "
+        raise ModelFormatError(f"transferlab serve runs .onnx and .tflite models (ONNX Runtime / LiteRT, without "
                          f"TensorFlow), not {p.name!r}. {export_hint}")
     return p
 
@@ -58,9 +59,9 @@ def default_name(model_file: Path, card: dict | None = None) -> str:
 
 
 def check_name(name: str) -> str:
-    """``name`` if it can be a URL path segment (``/v1/models/NAME``); ValueError otherwise."""
+    """``name`` if it can be a URL path segment (``/v1/models/NAME``); ConfigError otherwise."""
     if not _NAME.match(name):
-        raise ValueError(f"Model name {name!r} must be 1-128 letters, digits, '.', '_' or '-' "
+        raise ConfigError(f"Model name {name!r} must be 1-128 letters, digits, '.', '_' or '-' "
                          "(it appears in /v1/models/NAME).")
     return name
 
@@ -69,7 +70,7 @@ class ServedModel:
     """A loaded classifier with what the service needs: name, decode, answers, metadata.
 
     Attributes:
-        classifier: the :class:`~transferlab.inference.Classifier` (ONNX/TFLite runtime).
+        classifier: the :class:`~transferlab.inference.Predictor` (ONNX/TFLite runtime).
         name: the model's name in ``/v1/models/NAME``.
         path: the model file.
     """

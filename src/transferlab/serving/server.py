@@ -10,6 +10,7 @@ import time
 import numpy as np
 import uvicorn
 
+from transferlab.errors import ConfigError
 from transferlab.serving.app import API_KEY_ENV, ServeSettings, create_app
 from transferlab.serving.model import ServedModel
 
@@ -28,9 +29,9 @@ def is_loopback(host: str) -> bool:
 
 
 def check_exposure(host: str, api_key: str | None) -> None:
-    """Binding beyond loopback needs an API key: raise ValueError (with the fix) otherwise."""
+    """Binding beyond loopback needs an API key: raise ConfigError (with the fix) otherwise."""
     if not is_loopback(host) and not api_key:
-        raise ValueError(f"--host {host} makes the service reachable from other machines: set an API key "
+        raise ConfigError(f"--host {host} makes the service reachable from other machines: set an API key "
                          f"(--api-key KEY or the {API_KEY_ENV} environment variable) or bind to 127.0.0.1.")
 
 

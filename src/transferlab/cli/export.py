@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+from transferlab.cli._common import ExitCode, add_command, add_unsafe, print_json
 
 
 def format_table(summary: dict) -> str:
@@ -30,16 +29,11 @@ def format_table(summary: dict) -> str:
 def _cmd_export(args: argparse.Namespace) -> int:
     from transferlab.export.exporter import export_run
 
-    try:
-        summary = export_run(args.run, args.formats, calibration_images=args.calibration_images, data_root=args.data,
-                             safe_mode=not args.unsafe, show_progress=not (getattr(args, "quiet", False) or args.json),
-                             keep_failing=args.keep_failing)
-    except ImportError as exc:  # a converter is missing: the message says what to install
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    summary = export_run(args.run, args.formats, calibration_images=args.calibration_images, data_root=args.data,
+                         safe_mode=not args.unsafe, show_progress=not (getattr(args, "quiet", False) or args.json),
+                         keep_failing=args.keep_failing)
     if args.json:
-        json.dump(summary, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(summary)
     else:
         print(format_table(summary))
     failed = [fmt for fmt, e in summary["formats"].items() if e.get("passed") is False]
@@ -48,13 +42,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"{fmt}: FAILED its parity check ({e['check']}); "
               + ("kept as asked (--keep-failing)" if e.get("kept") else f"not written. To try: {e.get('advice')}"),
               file=sys.stderr)
-    return EXIT_PROBLEMS if failed and not args.keep_failing else EXIT_OK
+    return ExitCode.PROBLEMS if failed and not args.keep_failing else ExitCode.OK
 
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``export`` sub-command to the ``transferlab`` parser's sub-parsers."""
-    p = subparsers.add_parser(
-        "export", help="export a run to Keras, SavedModel, ONNX and TFLite (float, int8) with labels and a model card")
+    p = add_command(
+        subparsers, "export", help="export a run to Keras, SavedModel, ONNX and TFLite (float, int8) with labels and a model card")
     p.add_argument("run", help="run directory (runs/NAME); files go to RUN/export/")
     p.add_argument("--format", dest="formats", default="all",
                    help="comma-separated subset of keras,savedmodel,onnx,tflite,tflite-int8 (default: all)")
@@ -64,6 +58,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the parity summary as JSON")
     p.add_argument("--keep-failing", action="store_true",
                    help="keep a format that fails its parity check (and exit 0); by default it is not written")
-    p.add_argument("--unsafe", action="store_true", help="load the run's model with safe_mode off (trusted files only)")
+    add_unsafe(p)
     p.set_defaults(func=_cmd_export)
     return p

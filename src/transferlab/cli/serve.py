@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-EXIT_USAGE = 2
+from transferlab.cli._common import ExitCode, add_command
 
 DESCRIPTION = """\
 Serve a model over HTTP (Starlette on uvicorn). MODEL is a run directory, its export/ folder,
@@ -41,19 +40,16 @@ GET /healthz is the liveness probe. Run one process per core group; it uses all 
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        from transferlab.serving import Limits, ServeSettings, serve
-    except ImportError as exc:  # the serve extra is missing: the message says what to install
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    from transferlab.serving import Limits, ServeSettings, serve  # MissingDependencyError without the extra
+
     limits = Limits(max_bytes=int(args.max_request_mb * 1024 * 1024), max_images=args.max_images,
                     timeout_s=args.timeout)
     settings = ServeSettings(limits=limits, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                              max_pending=args.max_pending)
     serve(args.model, host=args.host, port=args.port, name=args.name, api_key=args.api_key, settings=settings,
           limit_concurrency=args.max_connections, access_log=not args.no_access_log,
-          log_level="warning" if getattr(args, "quiet", False) else "info")
-    return 0
+          log_level="warning" if args.quiet else "info")
+    return ExitCode.OK
 
 
 def _positive(kind):
@@ -67,7 +63,7 @@ def _positive(kind):
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``serve`` sub-command to the ``transferlab`` parser's sub-parsers."""
-    p = subparsers.add_parser("serve", help="serve a model over HTTP (predict, TF Serving REST, metrics, a web page)",
+    p = add_command(subparsers, "serve", help="serve a model over HTTP (predict, TF Serving REST, metrics, a web page)",
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="run directory, export folder, .onnx or .tflite file")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; others need --api-key)")
