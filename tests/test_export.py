@@ -255,8 +255,8 @@ def test_export_command_in_the_cli(exported):
 
 
 def test_a_format_failing_parity_is_not_written_unless_kept(exported, tmp_path, monkeypatch, capsys):
-    from transferlab.export import exporter
     from transferlab.cli.export import register
+    from transferlab.export import exporter
 
     _, _, clf, _ = exported
     run = tmp_path / "run"
