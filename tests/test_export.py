@@ -313,3 +313,21 @@ def test_int8_agreement_on_real_photos(tmp_path):
     assert abs(int8["accuracy"] - summary["keras_accuracy"]) <= 0.01, int8
     assert int8["bytes"] < 0.35 * onnx["bytes"]
     assert summary["passed"]
+
+
+def test_serve_an_exported_int8_tflite_without_tensorflow(exported, tmp_path):
+    """`transferlab serve` on a lone model_int8.tflite (LiteRT): labels and resize from inside it."""
+    pytest.importorskip("ai_edge_litert", reason="TFLite without TensorFlow needs `pip install ai-edge-litert`")
+    httpx = pytest.importorskip("httpx")
+    from serve_helpers import running_server
+
+    _, data, clf, _ = exported
+    model = shutil.copy(clf.run_dir / "export" / "model_int8.tflite", tmp_path / "model_int8.tflite")
+    paths = sorted((data / "green").glob("*.png"))[:3]
+    expected = [p.label for p in transferlab.load(model).predict([str(p) for p in paths])]
+    with running_server(model) as (base, _):
+        meta = httpx.get(f"{base}/metadata").json()
+        assert meta["runtime"] == "tflite" and meta["classes"] == clf.class_names
+        files = [("files", (p.name, p.read_bytes(), "image/png")) for p in paths]
+        answer = httpx.post(f"{base}/predict", files=files, timeout=60).json()
+    assert [p["label"] for p in answer["predictions"]] == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -50,11 +51,11 @@ def serve(model: str | os.PathLike, *, host: str = DEFAULT_HOST, port: int = DEF
         settings: batching and request limits (:class:`ServeSettings`).
         limit_concurrency: connections handled at once; more get 503 (bounds memory).
     """
-    api_key = api_key or os.environ.get(API_KEY_ENV) or None
-    check_exposure(host, api_key)
     settings = settings or ServeSettings()
+    api_key = api_key or settings.api_key or os.environ.get(API_KEY_ENV) or None
+    check_exposure(host, api_key)
     if api_key != settings.api_key:
-        settings = ServeSettings(**{**settings.__dict__, "api_key": api_key})
+        settings = dataclasses.replace(settings, api_key=api_key)
     start = time.perf_counter()
     served = ServedModel(model, name)
     # One warm-up call so that the first client does not pay for the runtime's set-up.
