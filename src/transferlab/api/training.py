@@ -136,6 +136,7 @@ def prepare_run(data: str | os.PathLike, dataset: ImageDataset, config: TrainCon
               "counts": {s: dataset.counts(s) for s in ("train", "val", "test")},
               "bad_files": len(dataset.bad_files)},
         versions=versions(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    _check_decision_settings(config, dataset)
     run.write_metadata(metadata)
     return PreparedRun(run, str(data), dataset, config, backbone, info, resize, metadata, state, warm)
 
@@ -196,6 +197,61 @@ def _fine_tune_phase(model, features: dict[str, SplitFeatures], resize: ResizeCo
     return checkpoint.history, improved
 
 
+def _check_decision_settings(config: TrainConfig, dataset: ImageDataset) -> None:
+    """--good-class names a class and validation has images to choose on: said before any work."""
+    from transferlab.training.operating_point import good_index
+
+    if config.good_class is not None:
+        good_index(dataset.class_names, config.good_class)
+        if not dataset.split("val"):
+            raise ConfigError("--good-class chooses its threshold on the validation split, which is empty: "
+                              "raise --val-fraction.")
+
+
+def _resolve_class_weight(prep: PreparedRun, features: dict[str, SplitFeatures]) -> TrainConfig:
+    """The config the head trains with: ``class_weight="auto"`` resolved on validation (see
+    :mod:`transferlab.training.imbalance`), the choice in ``extras["imbalance"]`` and on the console."""
+    from transferlab.training.imbalance import choose_class_weight
+
+    config, train, val = prep.config, features["train"], features["val"]
+    choice = choose_class_weight(train.x, train.y, val.x, val.y, len(prep.dataset.class_names),
+                                 requested=config.class_weight, hidden_units=config.hidden_units,
+                                 dropout=config.dropout, epochs=config.epochs, batch_size=config.batch_size,
+                                 learning_rate=config.learning_rate, label_smoothing=config.label_smoothing,
+                                 patience=config.patience, seed=config.seed)
+    prep.metadata.extras["imbalance"] = choice.to_dict()
+    if config.class_weight == "auto":
+        logger.info("%s.", choice.reason[:1].upper() + choice.reason[1:])
+    return config.replace(class_weight=choice.class_weight or "none")
+
+
+def _choose_operating_point(prep: PreparedRun, fit: FittedRun, clf: Classifier):
+    """The decision rule (``--good-class``/``--target-recall``, ``--uncertain-below``), chosen on the
+    validation split's probabilities; saved in ``extras["operating_point"]`` and set on ``clf``.
+
+    Returns:
+        (rule or None, (validation probabilities (N, C), labels (N,)) or None).
+    """
+    from transferlab.training.head import predict_head
+    from transferlab.training.operating_point import EXTRAS_KEY, format_figures, select_rule
+
+    config, val = prep.config, fit.features["val"]
+    if config.good_class is None and config.uncertain_below is None:
+        return None, None
+    if config.strategy == "fine-tune":  # the backbone changed: cached features no longer apply
+        probs, errors = clf.predict_files([r.path for r in val.records])
+        keep = np.array([i not in errors for i in range(len(val.records))], dtype=bool)
+        probs, y = probs[keep], val.y[keep]
+    else:
+        probs, y = predict_head(fit.head, val.x), val.y
+    rule = select_rule(probs, y, prep.dataset.class_names, good_class=config.good_class,
+                       target_recall=config.target_recall, uncertain_below=config.uncertain_below)
+    prep.metadata.extras[EXTRAS_KEY] = rule.to_dict()
+    clf.decision = rule
+    logger.info("Decision rule: %s\n%s", rule.describe(), format_figures(rule.validation, "val"))
+    return rule, (probs, y)
+
+
 def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
     """Features through the cache, the head on them, then (strategy "fine-tune") the top of the backbone."""
     from transferlab._keras import keras
@@ -207,6 +263,7 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
     features, extraction, cache = extract_splits(prep.dataset, prep.backbone, prep.info, prep.resize,
                                                  cache_dir=config.cache_dir, engine=config.engine,
                                                  show_progress=show_progress)
+    config = _resolve_class_weight(prep, features)
     # ---- the head on cached features (rebuilt from the config, then checkpoints loaded)
     keras.utils.set_random_seed(config.seed)  # before building: initial weights are seeded too
     if warm is not None and warm.head is not None:
@@ -270,6 +327,7 @@ def finish_run(prep: PreparedRun, fit: FittedRun) -> Classifier:
         from transferlab.evaluation.gradcam import FeatureMapCache
 
         clf.feature_map_cache = FeatureMapCache(fit.cache.root, fit.cache.parts)
+    rule, validation = _choose_operating_point(prep, fit, clf)
     eval_split = "test" if len(fit.features["test"]) else "val"
     evaluated = fit.features[eval_split]
     y_eval, eval_records = evaluated.y, evaluated.records
@@ -290,8 +348,15 @@ def finish_run(prep: PreparedRun, fit: FittedRun) -> Classifier:
         metrics["split"] = eval_split
         if eval_split == "val":
             metrics["note"] = "no test split: metrics are on the validation split that drove early stopping"
+        extra = [curves]
+        if rule is not None:
+            from transferlab.evaluation.artifacts import operating_point_outputs
+
+            metrics["operating_point"], jobs = operating_point_outputs(run.path, rule, probs, y_eval, class_names,
+                                                                       eval_split, validation)
+            extra += jobs
         figures = write_evaluation(run.path, metrics, [r.path for r in eval_records], [r.label for r in eval_records],
-                                   probs, class_names, extra_figures=[curves], background=True)
+                                   probs, class_names, extra_figures=extra, background=True)
     else:
         figures = draw_figures([curves], background=True)
     fit.model.save(run.model)

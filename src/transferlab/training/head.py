@@ -190,6 +190,8 @@ def fit_head(
     Args:
         x_train: (N, D) float32 features; y_train: (N,) int labels. Same for the validation
             set, which drives early stopping (skipped when there is no validation data).
+        class_weight: None, "balanced" (sample weights n / (C * count)) or "auto" (chosen on
+            validation when the classes are imbalanced, :mod:`transferlab.training.imbalance`).
         early_stopping: a ready callback (e.g. resumable); default: a new one when there is
             validation data and ``patience > 0``.
         initial_epoch, restore_state: continue a checkpointed head: its weights and optimizer
@@ -210,6 +212,11 @@ def fit_head(
     if has_val and early_stopping is not None:
         all_callbacks.insert(0, early_stopping)
     y_train = np.asarray(y_train, np.int64)
+    if class_weight == "auto":
+        class_weight = _resolve_auto_weight(head, x_train, y_train, x_val if has_val else None,
+                                            y_val if has_val else None, epochs=epochs, batch_size=batch_size,
+                                            learning_rate=learning_rate, label_smoothing=label_smoothing,
+                                            patience=patience, seed=seed)
     sample_weights = np.ones(len(y_train), np.float32)
     if class_weight == "balanced":
         table = balanced_class_weight(y_train, num_classes)
@@ -218,6 +225,25 @@ def fit_head(
     val = (np.asarray(x_val, np.float32), one_hot(y_val, num_classes)) if has_val else None
     return fit_epochs(head, train, val, epochs=epochs, batch_size=batch_size, seed=seed, initial_epoch=initial_epoch,
                       callbacks=all_callbacks)
+
+
+def _resolve_auto_weight(head: keras.Model, x_train, y_train, x_val, y_val, **settings) -> str | None:
+    """``class_weight="auto"`` inside :func:`fit_head`: candidates are clones of ``head`` with its
+    current (initial) weights; see :func:`~transferlab.training.imbalance.choose_class_weight`."""
+    from transferlab.training.imbalance import choose_class_weight
+
+    initial = head.get_weights()
+
+    def make_head() -> keras.Model:
+        clone = keras.models.clone_model(head)
+        clone.set_weights(initial)
+        return clone
+
+    choice = choose_class_weight(x_train, y_train, x_val, y_val, int(head.output_shape[-1]), make_head=make_head,
+                                 **settings)
+    head.set_weights(initial)
+    logger.info("%s.", choice.reason[:1].upper() + choice.reason[1:])
+    return choice.class_weight
 
 
 def assemble_classifier(backbone: keras.Model, head: keras.Model) -> keras.Model:
