@@ -14,7 +14,8 @@ from conftest import make_class_folders
 from helpers import save_tiny_cnn
 from transferlab.errors import ConfigError
 from transferlab.training.config import TrainConfig
-from transferlab.training.imbalance import choose_class_weight, imbalance_ratio, is_imbalanced
+from transferlab.training.head import choose_class_weight
+from transferlab.training.imbalance import imbalance_ratio, is_imbalanced
 from transferlab.training.operating_point import (
     UNCERTAIN,
     DecisionRule,
@@ -36,11 +37,13 @@ def test_threshold_is_the_lowest_that_catches_the_target_share():
         t = choose_threshold(p_good, is_defect, target)
         caught = p_good[is_defect] <= t
         assert caught.mean() >= target
-        # Lowest: any lower defect score (the next one down) would miss the target.
-        lower = p_good[is_defect][p_good[is_defect] < t]
-        if len(lower):
-            assert np.mean(p_good[is_defect] <= lower.max()) < target
-        assert t in set(p_good[is_defect].tolist())
+        # Fewest false alarms: the highest defect score below t is needed to reach the target ...
+        needed = p_good[is_defect][p_good[is_defect] <= t].max()
+        assert np.mean(p_good[is_defect] < needed) < target
+        # ... and t lies midway between it and the next score of the split: same calls, a margin.
+        above = p_good[p_good > needed]
+        assert t == pytest.approx((needed + above.min()) / 2) if len(above) else t == needed
+        assert not ((p_good > needed) & (p_good <= t)).any()
 
 
 def test_threshold_needs_both_kinds_of_images():

@@ -211,7 +211,7 @@ def _check_decision_settings(config: TrainConfig, dataset: ImageDataset) -> None
 def _resolve_class_weight(prep: PreparedRun, features: dict[str, SplitFeatures]) -> TrainConfig:
     """The config the head trains with: ``class_weight="auto"`` resolved on validation (see
     :mod:`transferlab.training.imbalance`), the choice in ``extras["imbalance"]`` and on the console."""
-    from transferlab.training.imbalance import choose_class_weight
+    from transferlab.training.head import choose_class_weight
 
     config, train, val = prep.config, features["train"], features["val"]
     choice = choose_class_weight(train.x, train.y, val.x, val.y, len(prep.dataset.class_names),

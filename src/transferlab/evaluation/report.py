@@ -499,8 +499,9 @@ def write_report(run_dir: str | os.PathLike, *, max_gallery: int = 48,
             _confused_pairs(metrics), mistakes, _curves(run, Path(tmp)), _data(run, config, names), _settings(config),
         ]
     created = (config or {}).get("created", "")
+    has_point = bool((metrics or {}).get("operating_point"))
     nav = " &middot; ".join(f'<a href="#{s}" style="color:#bcccdc">{t}</a>' for s, t in (
-        ("per-class", "per class"), ("confusion", "confusion matrix"), ("confused-pairs", "confused pairs"),
+        *((("operating-point", "operating point"),) if has_point else ()), ("per-class", "per class"), ("confusion", "confusion matrix"), ("confused-pairs", "confused pairs"),
         ("mistakes", "mistakes"), ("curves", "training curves"), ("data", "data"), ("settings", "settings")))
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -1,4 +1,4 @@
-"""Imbalanced classes: when to act, and class weighting chosen on validation by a metric that sees rare classes.
+"""Imbalanced classes: when to act, and by which metric class weighting is chosen on validation.
 
 Rule (``class_weight="auto"``, the default): the training split is *imbalanced* when its largest
 class has at least :data:`IMBALANCE_RATIO` (3) times the images of its smallest. Then the head
@@ -6,7 +6,8 @@ is fitted twice on the cached features, without weights and with scikit-learn's 
 weights, and the variant with the higher validation macro-F1 is kept (ties: the higher balanced
 accuracy, then "balanced"). Accuracy is not used: on 90 % good parts, calling everything good
 scores 0.9. Below the ratio nothing is weighted. Each fit takes well under a second on cached
-features, and both are seeded, so the choice is the same on every run with the same seed.
+features, and both are seeded, so the choice is the same on every run with the same seed. The
+fits are :func:`transferlab.training.head.choose_class_weight`'s; the rule and the record are here.
 
 This module does not import TensorFlow at import time (the console summary uses its rule).
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -70,59 +71,3 @@ class ImbalanceChoice:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def choose_class_weight(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
-                        y_val: np.ndarray | None, num_classes: int, *, requested: str | None = "auto",
-                        hidden_units: int = 0, dropout: float = 0.5, epochs: int = 100, batch_size: int = 32,
-                        learning_rate: float = 1e-3, label_smoothing: float = 0.1, patience: int = 10,
-                        seed: int = 42, make_head: Callable[[], object] | None = None) -> ImbalanceChoice:
-    """Resolve ``class_weight="auto"`` (other values are returned as they are).
-
-    Args:
-        x_train, x_val: (N, D) float32 cached features; y_train, y_val: (N,) int class indices.
-        num_classes: C, the head's outputs.
-        requested: "auto", "balanced" or None.
-        hidden_units ... seed: the head's settings (TrainConfig's), so each candidate is the
-            head that training would fit; both start from the same seeded initial weights.
-        make_head: builds a fresh candidate head (default: ``build_head`` with these settings,
-            after ``keras.utils.set_random_seed(seed)``).
-
-    Returns:
-        The :class:`ImbalanceChoice`. Without validation images "auto" weights an imbalanced
-        training split ("balanced"): nothing to compare on, and the rare classes are the point.
-    """
-    counts = np.bincount(np.asarray(y_train, np.int64), minlength=num_classes)
-    ratio = round(imbalance_ratio(counts), 3)
-    imbalanced = ratio >= IMBALANCE_RATIO
-    if requested != "auto":
-        weight = "balanced" if requested == "balanced" else None
-        return ImbalanceChoice(requested, weight, ratio, imbalanced, reason=f"class weighting '{weight or 'none'}' "
-                               "as set")
-    if not imbalanced:
-        return ImbalanceChoice(requested, None, ratio, False, reason=f"classes are balanced enough (largest/smallest "
-                               f"training class {ratio:.1f}:1 < {IMBALANCE_RATIO:g}:1): no class weighting")
-    if x_val is None or len(x_val) == 0:
-        return ImbalanceChoice(requested, "balanced", ratio, True, reason=f"classes are imbalanced ({ratio:.1f}:1) "
-                               "and there is no validation split to compare on: 'balanced' class weights")
-    from transferlab._keras import keras
-    from transferlab.training.head import build_head, fit_head, predict_head
-
-    scores = {}
-    for variant in (None, "balanced"):
-        keras.utils.set_random_seed(seed)  # the same initial weights for both candidates
-        head = make_head() if make_head else build_head(x_train.shape[1], num_classes, hidden_units=hidden_units,
-                                                        dropout=dropout)
-        fit_head(head, x_train, y_train, x_val, y_val, epochs=epochs, batch_size=batch_size,
-                 learning_rate=learning_rate, label_smoothing=label_smoothing, class_weight=variant,
-                 patience=patience, seed=seed)
-        f1, bal = rare_class_scores(y_val, predict_head(head, x_val).argmax(axis=1), num_classes)
-        scores[variant or "none"] = {"macro_f1": round(f1, 4), "balanced_accuracy": round(bal, 4)}
-    key = {v: (s["macro_f1"], s["balanced_accuracy"], v == "balanced") for v, s in scores.items()}
-    best = max(key, key=key.get)
-    chosen = "balanced" if best == "balanced" else None
-    other = "none" if best == "balanced" else "balanced"
-    reason = (f"classes are imbalanced (largest/smallest training class {ratio:.1f}:1): class weighting "
-              f"'{best}' chosen on validation macro-F1 {scores[best]['macro_f1']:.3f} vs "
-              f"{scores[other]['macro_f1']:.3f} with '{other}'")
-    return ImbalanceChoice(requested, chosen, ratio, True, "macro_f1", scores, reason)
