@@ -240,3 +240,27 @@ def test_unknown_good_class_fails_before_any_work(run):
     with pytest.raises(ConfigError, match="'Free' is not one of the classes"):
         transferlab.train(data, show_progress=False, backbone=str(root / "tiny.keras"), runs_dir=str(root / "runs"),
                           name="bad", cache_dir=str(root / "cache"), engine="keras", good_class="Free")
+
+
+def test_console_summary_leads_with_macro_f1_only_when_imbalanced():
+    from transferlab.evaluation.metrics import classification_report, format_summary
+
+    y = np.array([0] * 30 + [1] * 30 + [2] * 3)
+    probs = np.eye(3)[np.where(y == 2, 1, y)] * 0.8 + 0.2 / 3  # the rare class is always missed
+    text = format_summary(classification_report(y, probs, NAMES))
+    assert text.splitlines()[1].startswith("macro F1")
+    assert "recall per class: crack 1.000, good 1.000, hole 0.000" in text
+    balanced = format_summary(classification_report(y[:60], probs[:60], NAMES))
+    assert balanced.splitlines()[1].startswith("accuracy")
+
+
+def test_resize_mode_auto_picks_by_validation(run):
+    root, data, _ = run
+    clf = transferlab.train(data, show_progress=False, backbone=str(root / "tiny.keras"), runs_dir=str(root / "runs"),
+                            name="resize-auto", cache_dir=str(root / "cache"), engine="keras", epochs=10,
+                            val_fraction=0.3, test_fraction=0.2, resize_mode="auto")
+    config = json.loads((clf.run_dir / "config.json").read_text())
+    choice = config["extras"]["resize"]
+    assert set(choice["scores"]) >= {"squash", "pad"} and config["config"]["resize_mode"] == "auto"
+    best = max(choice["scores"], key=lambda m: (choice["scores"][m]["macro_f1"], -choice["scores"][m]["val_loss"]))
+    assert choice["chosen"] == best == config["resize"]["mode"] == clf.resize.mode

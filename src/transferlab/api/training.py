@@ -124,7 +124,8 @@ def prepare_run(data: str | os.PathLike, dataset: ImageDataset, config: TrainCon
     if config.strategy == "fine-tune":
         check_fine_tunable(info)
     resize = ResizeConfig(**warm.resize) if warm and warm.resize else resize_for(
-        info, mode=config.resize_mode, interpolation=config.interpolation, crop_fraction=config.crop_fraction)
+        info, mode=None if config.resize_mode == "auto" else config.resize_mode, interpolation=config.interpolation,
+        crop_fraction=config.crop_fraction)
     logger.info("Backbone %s: %d px input, %d features from layer %s, preprocessing %s, resize %s",
                 info.name, resize.size, info.feature_dim, info.feature_layer, info.preprocess, resize.mode)
     for name in config.ignored_settings():
@@ -225,6 +226,47 @@ def _resolve_class_weight(prep: PreparedRun, features: dict[str, SplitFeatures])
     return config.replace(class_weight=choice.class_weight or "none")
 
 
+def _choose_resize(prep: PreparedRun, show_progress: bool) -> None:
+    """``--resize-mode auto``: the backbone's own resize, "squash" and "pad" each get a head fitted on
+    their features (cached like any others); the best by validation macro-F1, then validation loss,
+    becomes ``prep.resize``. The scores go to ``extras["resize"]`` and the console."""
+    from dataclasses import replace
+
+    from transferlab._keras import keras
+    from transferlab.training.head import build_head, fit_head, predict_head
+    from transferlab.training.imbalance import rare_class_scores
+
+    config = prep.config
+    if config.resize_mode != "auto" or (prep.warm is not None and prep.warm.resize):
+        return
+    if not prep.dataset.split("val"):
+        logger.warning("--resize-mode auto needs a validation split to compare on: keeping %s.", prep.resize.mode)
+        return
+    num_classes = len(prep.dataset.class_names)
+    candidates = {mode: replace(prep.resize, mode=mode) for mode in dict.fromkeys((prep.resize.mode, "squash", "pad"))}
+    scores = {}
+    for mode, resize in candidates.items():
+        features, _, _ = extract_splits(prep.dataset, prep.backbone, prep.info, resize, cache_dir=config.cache_dir,
+                                        engine=config.engine, show_progress=show_progress)
+        train, val = features["train"], features["val"]
+        keras.utils.set_random_seed(config.seed)
+        head = build_head(prep.info.feature_dim, num_classes, hidden_units=config.hidden_units, dropout=config.dropout)
+        fit_head(head, train.x, train.y, val.x, val.y, epochs=config.epochs, batch_size=config.batch_size,
+                 learning_rate=config.learning_rate, label_smoothing=config.label_smoothing,
+                 class_weight=config.class_weight, patience=config.patience, seed=config.seed)
+        probs = predict_head(head, val.x)
+        f1, balanced = rare_class_scores(val.y, probs.argmax(axis=1), num_classes)
+        loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(val.y)), val.y], 1e-7, 1.0))))
+        scores[mode] = {"macro_f1": round(f1, 4), "balanced_accuracy": round(balanced, 4), "val_loss": round(loss, 4)}
+    best = max(scores, key=lambda m: (scores[m]["macro_f1"], -scores[m]["val_loss"]))
+    prep.resize = candidates[best]
+    prep.metadata.resize = prep.resize.to_dict()
+    prep.metadata.extras["resize"] = {"chosen": best, "metric": "validation macro_f1, then validation loss",
+                                      "scores": scores}
+    logger.info("Resize chosen on validation: %s (%s)", best, ", ".join(
+        f"{m}: macro-F1 {s['macro_f1']:.3f}, loss {s['val_loss']:.3f}" for m, s in scores.items()))
+
+
 def _choose_operating_point(prep: PreparedRun, fit: FittedRun, clf: Classifier):
     """The decision rule (``--good-class``/``--target-recall``, ``--uncertain-below``), chosen on the
     validation split's probabilities; saved in ``extras["operating_point"]`` and set on ``clf``.
@@ -259,6 +301,7 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
     from transferlab.training.finetune import find_base, set_trainable_top
     from transferlab.training.head import assemble_classifier, build_head
 
+    _choose_resize(prep, show_progress)
     config, run, state, warm = prep.config, prep.run, prep.state, prep.warm
     features, extraction, cache = extract_splits(prep.dataset, prep.backbone, prep.info, prep.resize,
                                                  cache_dir=config.cache_dir, engine=config.engine,

@@ -76,7 +76,8 @@ class TrainConfig:
     # ---- input
     image_size: int | None = setting(None, "input size in pixels (default: the backbone's)", minimum=16)
     resize_mode: str | None = setting(None, "how images become squares (default: the backbone's own, e.g. "
-                                            "center-crop 0.875)", choices=RESIZE_MODES)
+                                            "center-crop 0.875); 'auto': the backbone's own, squash or pad, "
+                                            "whichever heads score best on validation", choices=RESIZE_MODES + ("auto",))
     interpolation: str | None = setting(None, "resampling filter (default: the backbone's)",
                                         choices=tuple(INTERPOLATIONS))
     crop_fraction: float | None = setting(None, "centre-crop fraction for --resize-mode center-crop",
