@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from transferlab import __version__
+from transferlab.api.choices import check_decision_settings, choose_operating_point, choose_resize, resolve_class_weight
 from transferlab.api.classifier import Classifier
 from transferlab.data.dataset import ImageDataset, load_dataset
 from transferlab.data.decode import ResizeConfig
@@ -35,6 +36,7 @@ from transferlab.errors import ConfigError, RunExistsError, TrainingInterrupted
 from transferlab.features import SplitFeatures, extract_splits, resize_for
 from transferlab.rundir import RunDir, RunMetadata
 from transferlab.training.config import TrainConfig
+from transferlab.training.operating_point import EXTRAS_KEY as OPERATING_POINT_KEY
 
 logger = logging.getLogger("transferlab")
 
@@ -137,7 +139,7 @@ def prepare_run(data: str | os.PathLike, dataset: ImageDataset, config: TrainCon
               "counts": {s: dataset.counts(s) for s in ("train", "val", "test")},
               "bad_files": len(dataset.bad_files)},
         versions=versions(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    _check_decision_settings(config, dataset)
+    check_decision_settings(config, dataset)
     run.write_metadata(metadata)
     return PreparedRun(run, str(data), dataset, config, backbone, info, resize, metadata, state, warm)
 
@@ -198,102 +200,6 @@ def _fine_tune_phase(model, features: dict[str, SplitFeatures], resize: ResizeCo
     return checkpoint.history, improved
 
 
-def _check_decision_settings(config: TrainConfig, dataset: ImageDataset) -> None:
-    """--good-class names a class and validation has images to choose on: said before any work."""
-    from transferlab.training.operating_point import good_index
-
-    if config.good_class is not None:
-        good_index(dataset.class_names, config.good_class)
-        if not dataset.split("val"):
-            raise ConfigError("--good-class chooses its threshold on the validation split, which is empty: "
-                              "raise --val-fraction.")
-
-
-def _resolve_class_weight(prep: PreparedRun, features: dict[str, SplitFeatures]) -> TrainConfig:
-    """The config the head trains with: ``class_weight="auto"`` resolved on validation (see
-    :mod:`transferlab.training.imbalance`), the choice in ``extras["imbalance"]`` and on the console."""
-    from transferlab.training.head import choose_class_weight
-
-    config, train, val = prep.config, features["train"], features["val"]
-    choice = choose_class_weight(train.x, train.y, val.x, val.y, len(prep.dataset.class_names),
-                                 requested=config.class_weight, hidden_units=config.hidden_units,
-                                 dropout=config.dropout, epochs=config.epochs, batch_size=config.batch_size,
-                                 learning_rate=config.learning_rate, label_smoothing=config.label_smoothing,
-                                 patience=config.patience, seed=config.seed)
-    prep.metadata.extras["imbalance"] = choice.to_dict()
-    if config.class_weight == "auto":
-        logger.info("%s.", choice.reason[:1].upper() + choice.reason[1:])
-    return config.replace(class_weight=choice.class_weight or "none")
-
-
-def _choose_resize(prep: PreparedRun, show_progress: bool) -> None:
-    """``--resize-mode auto``: the backbone's own resize, "squash" and "pad" each get a head fitted on
-    their features (cached like any others); the best by validation macro-F1, then validation loss,
-    becomes ``prep.resize``. The scores go to ``extras["resize"]`` and the console."""
-    from dataclasses import replace
-
-    from transferlab._keras import keras
-    from transferlab.training.head import build_head, fit_head, predict_head
-    from transferlab.training.imbalance import rare_class_scores
-
-    config = prep.config
-    if config.resize_mode != "auto" or (prep.warm is not None and prep.warm.resize):
-        return
-    if not prep.dataset.split("val"):
-        logger.warning("--resize-mode auto needs a validation split to compare on: keeping %s.", prep.resize.mode)
-        return
-    num_classes = len(prep.dataset.class_names)
-    candidates = {mode: replace(prep.resize, mode=mode) for mode in dict.fromkeys((prep.resize.mode, "squash", "pad"))}
-    scores = {}
-    for mode, resize in candidates.items():
-        features, _, _ = extract_splits(prep.dataset, prep.backbone, prep.info, resize, cache_dir=config.cache_dir,
-                                        engine=config.engine, show_progress=show_progress)
-        train, val = features["train"], features["val"]
-        keras.utils.set_random_seed(config.seed)
-        head = build_head(prep.info.feature_dim, num_classes, hidden_units=config.hidden_units, dropout=config.dropout)
-        fit_head(head, train.x, train.y, val.x, val.y, epochs=config.epochs, batch_size=config.batch_size,
-                 learning_rate=config.learning_rate, label_smoothing=config.label_smoothing,
-                 class_weight=config.class_weight, patience=config.patience, seed=config.seed)
-        probs = predict_head(head, val.x)
-        f1, balanced = rare_class_scores(val.y, probs.argmax(axis=1), num_classes)
-        loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(val.y)), val.y], 1e-7, 1.0))))
-        scores[mode] = {"macro_f1": round(f1, 4), "balanced_accuracy": round(balanced, 4), "val_loss": round(loss, 4)}
-    best = max(scores, key=lambda m: (scores[m]["macro_f1"], -scores[m]["val_loss"]))
-    prep.resize = candidates[best]
-    prep.metadata.resize = prep.resize.to_dict()
-    prep.metadata.extras["resize"] = {"chosen": best, "metric": "validation macro_f1, then validation loss",
-                                      "scores": scores}
-    logger.info("Resize chosen on validation: %s (%s)", best, ", ".join(
-        f"{m}: macro-F1 {s['macro_f1']:.3f}, loss {s['val_loss']:.3f}" for m, s in scores.items()))
-
-
-def _choose_operating_point(prep: PreparedRun, fit: FittedRun, clf: Classifier):
-    """The decision rule (``--good-class``/``--target-recall``, ``--uncertain-below``), chosen on the
-    validation split's probabilities; saved in ``extras["operating_point"]`` and set on ``clf``.
-
-    Returns:
-        (rule or None, (validation probabilities (N, C), labels (N,)) or None).
-    """
-    from transferlab.training.head import predict_head
-    from transferlab.training.operating_point import EXTRAS_KEY, format_figures, select_rule
-
-    config, val = prep.config, fit.features["val"]
-    if config.good_class is None and config.uncertain_below is None:
-        return None, None
-    if config.strategy == "fine-tune":  # the backbone changed: cached features no longer apply
-        probs, errors = clf.predict_files([r.path for r in val.records])
-        keep = np.array([i not in errors for i in range(len(val.records))], dtype=bool)
-        probs, y = probs[keep], val.y[keep]
-    else:
-        probs, y = predict_head(fit.head, val.x), val.y
-    rule = select_rule(probs, y, prep.dataset.class_names, good_class=config.good_class,
-                       target_recall=config.target_recall, uncertain_below=config.uncertain_below)
-    prep.metadata.extras[EXTRAS_KEY] = rule.to_dict()
-    clf.decision = rule
-    logger.info("Decision rule: %s\n%s", rule.describe(), format_figures(rule.validation, "val"))
-    return rule, (probs, y)
-
-
 def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
     """Features through the cache, the head on them, then (strategy "fine-tune") the top of the backbone."""
     from transferlab._keras import keras
@@ -301,12 +207,15 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
     from transferlab.training.finetune import find_base, set_trainable_top
     from transferlab.training.head import assemble_classifier, build_head
 
-    _choose_resize(prep, show_progress)
+    if prep.config.resize_mode == "auto":
+        prep.resize, prep.metadata.extras["resize"] = choose_resize(prep, show_progress)
+        prep.metadata.resize = prep.resize.to_dict()
     config, run, state, warm = prep.config, prep.run, prep.state, prep.warm
     features, extraction, cache = extract_splits(prep.dataset, prep.backbone, prep.info, prep.resize,
                                                  cache_dir=config.cache_dir, engine=config.engine,
                                                  show_progress=show_progress)
-    config = _resolve_class_weight(prep, features)
+    config, imbalance = resolve_class_weight(config, features, len(prep.dataset.class_names))
+    prep.metadata.extras["imbalance"] = imbalance.to_dict()
     # ---- the head on cached features (rebuilt from the config, then checkpoints loaded)
     keras.utils.set_random_seed(config.seed)  # before building: initial weights are seeded too
     if warm is not None and warm.head is not None:
@@ -370,7 +279,9 @@ def finish_run(prep: PreparedRun, fit: FittedRun) -> Classifier:
         from transferlab.evaluation.gradcam import FeatureMapCache
 
         clf.feature_map_cache = FeatureMapCache(fit.cache.root, fit.cache.parts)
-    rule, validation = _choose_operating_point(prep, fit, clf)
+    rule, validation = choose_operating_point(config, fit.features["val"], class_names, fit.head, clf)
+    if rule is not None:
+        metadata.extras[OPERATING_POINT_KEY] = rule.to_dict()
     eval_split = "test" if len(fit.features["test"]) else "val"
     evaluated = fit.features[eval_split]
     y_eval, eval_records = evaluated.y, evaluated.records
