@@ -26,6 +26,7 @@ from transferlab.errors import ConfigError, MissingFileError, ModelFormatError
 from transferlab.progress import progress_bar
 from transferlab.rundir import CONFIG_FILE, LABELS_FILE, MODEL_CARD_FILE, MODEL_FILE, read_json, read_labels
 from transferlab.runtimes.base import as_dtype
+from transferlab.training.operating_point import UNCERTAIN, DecisionRule, decide
 
 logger = logging.getLogger("transferlab")
 
@@ -33,13 +34,20 @@ logger = logging.getLogger("transferlab")
 
 @dataclass
 class Prediction:
-    """The answer for one image: best label and probability, the top-k, or the error."""
+    """The answer for one image: best label and probability, the top-k, or the error.
+
+    ``label`` is the class the model's decision rule gives (the argmax, or the operating point's
+    answer when the run has one). ``outcome`` is what to act on: ``label``, or "uncertain" when
+    the top probability is below the rule's ``uncertain_below`` (a person should look; ``label``
+    still holds the model's answer). None for unreadable files.
+    """
 
     source: str
     label: str | None = None
     probability: float | None = None
     top_k: list[tuple[str, float]] = field(default_factory=list)
     error: str | None = None
+    outcome: str | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -127,6 +135,8 @@ class Predictor:
         self.run_dir = Path(run_dir) if run_dir else None
         self.metadata = metadata or {}
         self.feature_map_cache = None
+        # The operating point / reject option saved with the run or export (None: plain argmax).
+        self.decision = DecisionRule.from_metadata(self.metadata)
 
     @property
     def model(self):
@@ -185,7 +195,10 @@ class Predictor:
     def _prediction(self, source: str, probs: np.ndarray, top_k: int) -> Prediction:
         order = np.argsort(-probs)[:top_k]
         ranked = [(self.class_names[j], float(probs[j])) for j in order]
-        return Prediction(source, ranked[0][0], ranked[0][1], ranked)
+        labels, uncertain = decide(probs[None], self.class_names, self.decision)
+        label = self.class_names[int(labels[0])]
+        return Prediction(source, label, float(probs[int(labels[0])]), ranked,
+                          outcome=UNCERTAIN if uncertain[0] else label)
 
 # ------------------------------------------------------------------ loading
 KERAS_SUFFIXES = (".keras", ".h5")

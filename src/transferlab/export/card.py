@@ -78,6 +78,20 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def decision_for_card(config: dict) -> dict | None:
+    """The run's decision rule with how to apply it, for ``model_card.json`` ``"decision"``."""
+    rule = (config.get("extras") or {}).get("operating_point")
+    if not rule:
+        return None
+    how = []
+    if rule.get("threshold") is not None:
+        how.append(f"if probabilities[{rule['good_class']!r}] <= threshold: the answer is the most probable class "
+                   f"other than {rule['good_class']!r} (defective); else {rule['good_class']!r}")
+    if rule.get("uncertain_below") is not None:
+        how.append("if max(probabilities) < uncertain_below: the answer is 'uncertain' (a person checks)")
+    return {**rule, "apply": "; ".join(how)}
+
+
 def build_model_card(run_dir: Path, config: dict, class_names: list[str], resize: ResizeConfig,
                      summary: dict) -> dict:
     """The card: classes, input contract, resize, backbone, data, test metrics, files, versions."""
@@ -110,6 +124,8 @@ def build_model_card(run_dir: Path, config: dict, class_names: list[str], resize
         "training": config.get("config"),
         "data": config.get("data"),
         "metrics": metrics,
+        # The operating point / reject option chosen at training (None: plain argmax): consumers apply it.
+        "decision": decision_for_card(config),
         "parity": {k: summary.get(k) for k in ("split", "images", "keras_accuracy", "passed")} if formats else None,
         "accuracy_note": (f"files.*.accuracy: each format's top-1 accuracy on the {summary.get('split')} split "
                           f"({summary.get('images')} images never trained on)") if formats else None,
