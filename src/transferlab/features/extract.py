@@ -17,7 +17,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -126,6 +126,7 @@ def extract_features(
     out: np.ndarray | None = None,
     show_progress: bool = True,
     desc: str = "Extracting features",
+    transform: Callable[[np.ndarray, list[str]], np.ndarray] | None = None,
 ) -> ExtractionResult:
     """Return features for every image, computing only what the cache lacks.
 
@@ -137,6 +138,9 @@ def extract_features(
         cache: the feature cache for this backbone setting.
         engine: "auto" (ONNX Runtime if it matches Keras, else Keras), "onnx" or "keras".
         out: optional preallocated (N, D) float32 array, e.g. a ``numpy.memmap``.
+        transform: ``transform(images uint8 (B, S, S, 3), keys of those rows) -> float32 images``
+            applied before the model, e.g. the seeded augmentation of a cached view (the keys
+            then name the view, so the cache never mixes views).
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}.")
@@ -183,9 +187,11 @@ def extract_features(
             for i, reason in errors.items():  # a file broke since it was checked: leave its row missing
                 logger.warning("skipped %s: %s", todo_paths[i], reason)
             if index:
-                batch_features = runner(images.astype(np.float32))
+                inputs = images.astype(np.float32) if transform is None else \
+                    np.asarray(transform(images, [todo[i] for i in index]), np.float32)
+                batch_features = runner(inputs)
                 if runner.name == "onnx" and result.parity_max_abs_diff is None:
-                    reference = KerasEngine(model)(images.astype(np.float32))
+                    reference = KerasEngine(model)(inputs)
                     diff = float(np.max(np.abs(reference - batch_features)))
                     result.parity_max_abs_diff = diff
                     runner.record_parity(diff)

@@ -7,11 +7,11 @@ plus the same data reproduces the run.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from transferlab.data.decode import INTERPOLATIONS, RESIZE_MODES
-from transferlab.data.pipeline import AugmentConfig
+from transferlab.data.augment import AUGMENT_PRESETS, AugmentConfig
 from transferlab.data.split import check_fractions
 
 STRATEGIES = ("feature-extraction", "fine-tune")
@@ -75,9 +75,14 @@ class TrainConfig:
     fine_tune_epochs: int = 5
     fine_tune_lr: float | None = None
     fine_tune_batch_size: int = 16
+    fine_tune_patience: int = 3
+    fine_tune_views: int = 0
+    weight_decay: float = 0.0
+    layer_decay: float = 1.0
+    clip_norm: float = 0.0
     schedule: str = "cosine"
     warmup_epochs: int = 1
-    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    augment: str | AugmentConfig | None = "light"
     engine: str = "auto"
     tensorboard: bool = False
     max_gallery: int = 48
@@ -99,7 +104,9 @@ class TrainConfig:
 
         for name in ("epochs", "batch_size", "fine_tune_batch_size"):
             positive_int(name)
-        for name in ("hidden_units", "patience", "fine_tune_epochs", "warmup_epochs", "max_gallery"):
+        for name in ("hidden_units", "patience", "fine_tune_epochs", "fine_tune_patience", "fine_tune_views",
+                     "warmup_epochs",
+                     "max_gallery"):
             positive_int(name, 0)
         if self.image_size is not None:
             positive_int("image_size", 16)
@@ -107,6 +114,14 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}.")
         if self.fine_tune_lr is not None and not self.fine_tune_lr > 0:
             raise ValueError(f"fine_tune_lr must be > 0, got {self.fine_tune_lr!r}.")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}.")
+        if not (isinstance(self.layer_decay, (int, float)) and 0.0 < self.layer_decay <= 1.0):
+            raise ValueError(f"layer_decay must be in (0, 1] (1: every layer at the full rate), got {self.layer_decay!r}.")
+        if not (isinstance(self.clip_norm, (int, float)) and self.clip_norm >= 0):
+            raise ValueError(f"clip_norm must be >= 0 (0: no clipping), got {self.clip_norm!r}.")
+        if isinstance(self.augment, str) and self.augment not in AUGMENT_PRESETS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENT_PRESETS)} (or None), got {self.augment!r}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}.")
         if not 0.0 <= self.label_smoothing < 1.0:

@@ -53,6 +53,7 @@ from transferlab.training.checkpoint import (
     stop_on_sigint,
     write_json_atomic,
 )
+from transferlab.training.budget import EpochTimer
 from transferlab.training.callbacks import EpochProgress
 from transferlab.training.config import TrainConfig
 from transferlab.training.head import build_head, fit_head, predict_head
@@ -167,26 +168,44 @@ def _train_head(head, arrays, config: TrainConfig, run_dir: Path, state: dict | 
 
 
 def _fine_tune_phase(model, arrays, resize, config: TrainConfig, run_dir: Path, state: dict | None,
-                     class_names: list[str], head_history: dict, show_progress: bool) -> tuple[dict[str, list[float]], bool]:
-    """Phase 2: unfreeze the top of the backbone and train on augmented images."""
+                     class_names: list[str], head_history: dict, show_progress: bool,
+                     views_source: dict | None = None) -> tuple[dict[str, list[float]], bool]:
+    """Phase 2: unfreeze the top of the backbone and train on augmented images.
+
+    ``views_source`` (``{"cut", "fingerprint", "cache_root"}``): train only the top, on cached
+    views of the frozen bottom (see :mod:`transferlab.training.cached_top`).
+    """
     from transferlab.training.finetune import fine_tune, schedule_callbacks
 
     train_records, val_records = arrays["train"][2], arrays["val"][2]
+    views = None
+    if views_source is not None:
+        from transferlab.data.augment import resolve_augment
+        from transferlab.training.cached_top import compute_views, split_classifier
+
+        bottom, _, shape = split_classifier(model, views_source["cut"])
+        views = compute_views(bottom, views_source["cut"], shape,
+                              ([r.path for r in train_records], [r.sha256 for r in train_records]),
+                              ([r.path for r in val_records], [r.sha256 for r in val_records]), resize,
+                              resolve_augment(config.augment), views=config.fine_tune_views, seed=config.seed,
+                              cache_root=views_source["cache_root"], fingerprint=views_source["fingerprint"],
+                              engine=config.engine, show_progress=show_progress)
     index = {name: i for i, name in enumerate(class_names)}
-    early = ResumableEarlyStopping(run_dir, config.patience, (state or {}).get("early_stopping")) \
-        if val_records and config.patience > 0 else None
+    early = ResumableEarlyStopping(run_dir, config.fine_tune_patience, (state or {}).get("early_stopping")) \
+        if val_records and config.fine_tune_patience > 0 else None
     plateau = next(iter(schedule_callbacks(config.schedule, config.patience)), None)
     checkpoint = EpochCheckpoint(run_dir, "fine-tune", config.seed, (state or {}).get("history"),
                                  early_stopping=early, plateau=plateau, plateau_state=(state or {}).get("plateau"),
                                  extra_state={"head_history": head_history})
-    callbacks = [c for c in (early, plateau) if c is not None] + [
+    callbacks = [EpochTimer()] + [c for c in (early, plateau) if c is not None] + [
         checkpoint, EpochProgress("Fine-tuning", enabled=show_progress), *extra_callbacks(run_dir, config)]
     with stop_on_sigint(checkpoint):
         fine_tune(model, ([r.path for r in train_records], [index[r.label] for r in train_records]),
                   ([r.path for r in val_records], [index[r.label] for r in val_records]), resize, config,
                   num_classes=len(class_names), callbacks=callbacks,
                   initial_epoch=(state or {}).get("epochs_done", 0),
-                  restore_state=run_dir / CHECKPOINT_DIR / "state.npz" if state else None, guard=early)
+                  restore_state=run_dir / CHECKPOINT_DIR / "state.npz" if state else None, guard=early,
+                  views=views)
     improved = not (early is not None and early.kept_baseline)
     if not improved:
         logger.info("Fine-tuning did not improve the validation loss (best %.4f): keeping the weights it started "
@@ -339,9 +358,16 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
         logger.info("Fine-tuning %d layer(s) of the backbone (BatchNorm stays frozen): %s%s", len(unfrozen),
                     ", ".join(unfrozen[:8]), " ..." if len(unfrozen) > 8 else "")
         fine_state = state if state["phase"] == "fine-tune" else None
+        views_source = None
+        if config.fine_tune_views:
+            from transferlab.training.cached_top import cut_below
+
+            cut = cut_below(find_base(model), unfrozen)
+            views_source = {"cut": cut, "fingerprint": cache.parts, "cache_root": cache.root} if cut else None
         fine_history, improved = _fine_tune_phase(model, arrays, resize, config, run_dir, fine_state,
-                                                  dataset.class_names, head_history, show_progress)
-        metadata["fine_tune"] = {"unfrozen_layers": unfrozen, "improved_validation_loss": improved}
+                                                  dataset.class_names, head_history, show_progress, views_source)
+        metadata["fine_tune"] = {"unfrozen_layers": unfrozen, "improved_validation_loss": improved,
+                                 "cached_bottom": views_source["cut"] if views_source else None}
         write_json_atomic(ckpt / "state.json", {**read_state(run_dir), "complete": True, "head_history": head_history})
         find_base(model).trainable = False
         boundaries = [len(head_history.get("loss", []))]

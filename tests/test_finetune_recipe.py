@@ -1,0 +1,215 @@
+"""The fine-tune recipe: augmentation presets, layer-wise rates, the cached frozen bottom, time budgets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import make_class_folders
+from helpers import save_tiny_cnn
+
+
+def _image(seed: int = 0, size: int = 32) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    # Smooth, asymmetric content so flips and rotations change pixels.
+    y, x = np.mgrid[0:size, 0:size]
+    base = np.stack([x * 255 / size, y * 255 / size, (x * y) % 255], -1)
+    return np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.float32)
+
+
+# ---------------------------------------------------------------- augmentation presets
+@pytest.mark.parametrize("name", ["light", "standard", "micrograph", "aerial"])
+def test_each_preset_is_deterministic_under_a_seed_and_varies_with_it(name):
+    import tensorflow as tf
+
+    from transferlab.data.augment import augment_image, augment_preset
+
+    config = augment_preset(name)
+    image = tf.constant(_image())
+
+    def run(a, b):
+        return augment_image(image, tf.constant([a, b], tf.int64), config).numpy()
+
+    first, again = run(1, 2), run(1, 2)
+    np.testing.assert_array_equal(first, again)
+    assert first.shape == image.shape and first.dtype == np.float32
+    assert 0.0 <= first.min() and first.max() <= 255.0
+    outputs = [run(1, s) for s in range(8)]
+    assert len({o.tobytes() for o in outputs}) == 8  # different seeds, different views
+
+
+def test_micrograph_rotates_and_flips_vertically_standard_never_does():
+    import tensorflow as tf
+
+    from transferlab.data.augment import AugmentConfig, augment_image, augment_preset
+
+    image = tf.constant(_image(size=16))
+    geometric_only = {"brightness": 0.0, "contrast": 0.0}
+    micro = AugmentConfig(**{**augment_preset("micrograph").to_dict(), **geometric_only, "min_crop_area": 1.0})
+    seen = {augment_image(image, tf.constant([0, s], tf.int64), micro).numpy().round(3).tobytes() for s in range(64)}
+    dihedral = {tf.image.rot90(img, k).numpy().round(3).tobytes()
+                for img in (image, tf.image.flip_left_right(image)) for k in range(4)}
+    assert seen == dihedral  # exactly the 8 symmetries of the square, and all of them
+
+    standard = AugmentConfig(**{**augment_preset("standard").to_dict(), **geometric_only, "min_crop_area": 1.0})
+    seen = {augment_image(image, tf.constant([0, s], tf.int64), standard).numpy().round(3).tobytes()
+            for s in range(32)}
+    assert seen == {image.numpy().round(3).tobytes(), tf.image.flip_left_right(image).numpy().round(3).tobytes()}
+
+
+def test_light_preset_augments_exactly_as_the_old_default():
+    """Runs checkpointed before the presets existed resume with the same augmentation."""
+    import tensorflow as tf
+
+    from transferlab.data.augment import AugmentConfig, augment_image, augment_preset
+
+    assert augment_preset("light") == AugmentConfig()
+    image = tf.constant(_image())
+    seed = tf.constant([5, 9], tf.int64)
+    s = tf.random.experimental.stateless_split(seed, num=5)
+    expected = tf.image.stateless_random_flip_left_right(image / 255.0, s[0])  # the old code path
+    u = tf.random.stateless_uniform([3], s[2])
+    keep = 1.0 - 0.1 * u[0]
+    box = tf.stack([(1.0 - keep) * u[1], (1.0 - keep) * u[2], (1.0 - keep) * u[1] + keep,
+                    (1.0 - keep) * u[2] + keep])[None]
+    expected = tf.image.crop_and_resize(expected[None], box, [0], [32, 32])[0]
+    expected = tf.image.stateless_random_brightness(expected, 0.1, s[3])
+    expected = tf.image.stateless_random_contrast(expected, 0.9, 1.1, s[4])
+    np.testing.assert_allclose(augment_image(image, seed, AugmentConfig()).numpy(),
+                               tf.clip_by_value(expected, 0.0, 1.0).numpy() * 255.0, atol=1e-4)
+
+
+def test_augment_setting_accepts_presets_and_rejects_unknown_names():
+    from transferlab.data.augment import AugmentConfig, resolve_augment
+    from transferlab.training.config import TrainConfig
+
+    assert resolve_augment("none") is None and resolve_augment(None) is None
+    assert resolve_augment({"rotate90": True}) == AugmentConfig(rotate90=True)
+    config = TrainConfig(augment="micrograph")
+    assert TrainConfig.from_dict(config.to_dict()).augment == "micrograph"
+    with pytest.raises(ValueError, match="augment must be one of.*micrograph"):
+        TrainConfig(augment="microscope")
+    with pytest.raises(ValueError, match="min_crop_area"):
+        AugmentConfig(min_crop_area=0.0)
+
+
+# ---------------------------------------------------------------- layer-wise rates, optimizer
+def test_layer_groups_follow_blocks_and_rates_decay_downwards():
+    from transferlab.backbones.efficientnet_lite import build_efficientnet_lite
+    from transferlab.training.finetune import layer_groups
+
+    base = build_efficientnet_lite("efficientnet_lite0", weights=None, input_shape=(64, 64, 3))
+    groups = layer_groups(base)
+    assert groups["stem_conv"] == 0 and groups["block1a_dwconv"] == 1
+    assert groups["block6a_expand_conv"] == groups["block6a_project_conv"] != groups["block6b_expand_conv"]
+    assert groups["top_conv"] == max(groups.values()) == 17  # stem, 16 blocks, top
+
+
+def test_layer_decay_scales_each_variables_step(tmp_path):
+    """With decay d the variables of the block below the top move d times as far (plain SGD-like
+    check on Adam: its first step has size ~lr for every variable, so ratios show the multipliers)."""
+    import keras
+
+    from transferlab.backbones import resolve_backbone
+    from transferlab.training.config import TrainConfig
+    from transferlab.training.finetune import compile_fine_tune, find_base, rate_multipliers, set_trainable_top
+    from transferlab.training.head import build_head
+    from transferlab.training.trainer import assemble_classifier
+
+    backbone, info = resolve_backbone(str(save_tiny_cnn(tmp_path / "m.keras")))
+    model = assemble_classifier(backbone, build_head(info.feature_dim, 3, dropout=0.0))
+    set_trainable_top(find_base(model), "all")
+    multipliers = rate_multipliers(model, 0.5)
+    config = TrainConfig(layer_decay=0.5, clip_norm=0.0, weight_decay=0.0, label_smoothing=0.0)
+    compile_fine_tune(model, 1e-3, config, multipliers)
+    before = {layer: [w.copy() for w in find_base(model).get_layer(layer).get_weights()] for layer in ("conv1", "conv2")}
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
+    model.train_on_batch(x, keras.utils.to_categorical(np.arange(8) % 3, 3))
+    step = {layer: np.abs(find_base(model).get_layer(layer).get_weights()[0] - before[layer][0]).max()
+            for layer in before}
+    # Adam's first step is ~lr x sign(g) for every element: conv2 (top) ~1e-3, conv1 ~5e-4.
+    assert step["conv2"] == pytest.approx(1e-3, rel=0.05)
+    assert step["conv1"] == pytest.approx(5e-4, rel=0.05)
+
+
+# ---------------------------------------------------------------- cached frozen bottom
+def test_cut_points_never_split_a_residual_block():
+    from transferlab.backbones.efficientnet_lite import build_efficientnet_lite
+    from transferlab.training.cached_top import cut_points
+
+    base = build_efficientnet_lite("efficientnet_lite0", weights=None, input_shape=(64, 64, 3))
+    cuts = cut_points(base)
+    assert "block5c_add" in cuts and "block5a_project_bn" in cuts
+    assert "block5c_project_bn" not in cuts  # its block input is still read by block5c_add
+    assert "block5c_expand_conv" not in cuts
+
+
+def test_cached_views_train_the_same_network_as_streaming(tmp_path):
+    """Top trained on cached bottom outputs (no augmentation): same losses as running the whole network."""
+    import keras
+
+    from transferlab.backbones import resolve_backbone
+    from transferlab.data.dataset import load_dataset
+    from transferlab.data.pipeline import ResizeConfig
+    from transferlab.training.cached_top import compute_views, cut_below, split_classifier
+    from transferlab.training.config import TrainConfig
+    from transferlab.training.finetune import find_base, fine_tune, set_trainable_top
+    from transferlab.training.head import build_head
+    from transferlab.training.trainer import assemble_classifier
+
+    data = make_class_folders(tmp_path / "d", {"a": 8, "b": 8}, size=32)
+    records = load_dataset(data, show_progress=False, val_fraction=0.25, test_fraction=0.0).records
+    paths, keys = [r.path for r in records], [r.sha256 for r in records]
+    labels = [0 if r.label == "a" else 1 for r in records]
+    config = TrainConfig(augment=None, fine_tune_epochs=2, fine_tune_batch_size=4, label_smoothing=0.0,
+                         fine_tune_lr=1e-3, schedule="constant", layer_decay=0.7, clip_norm=1.0, weight_decay=0.01)
+    backbone_file = save_tiny_cnn(tmp_path / "m.keras", batchnorm=True)
+
+    def run(cached: bool):
+        keras.utils.set_random_seed(0)
+        backbone, info = resolve_backbone(str(backbone_file))
+        model = assemble_classifier(backbone, build_head(info.feature_dim, 2, dropout=0.0))
+        unfrozen = set_trainable_top(find_base(model), "1")
+        views = None
+        if cached:
+            cut = cut_below(find_base(model), unfrozen)
+            bottom, _, shape = split_classifier(model, cut)
+            views = compute_views(bottom, cut, shape, (paths[:12], keys[:12]), (paths[12:], keys[12:]),
+                                  ResizeConfig(32), None, views=2, seed=0, cache_root=tmp_path / "cache",
+                                  fingerprint={"test": 1}, engine="keras", show_progress=False)
+            assert views.train.shape == (2, 12, int(np.prod(shape))) and views.val.shape[0] == 4
+        history = fine_tune(model, (paths[:12], labels[:12]), (paths[12:], labels[12:]), ResizeConfig(32), config,
+                            num_classes=2, callbacks=[], views=views)
+        return history, model
+
+    streamed, model_a = run(False)
+    cached, model_b = run(True)
+    np.testing.assert_allclose(cached["loss"], streamed["loss"], rtol=2e-3)
+    np.testing.assert_allclose(cached["val_loss"], streamed["val_loss"], rtol=2e-3)
+    x = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(model_b.predict(x, verbose=0), model_a.predict(x, verbose=0), atol=2e-3)
+
+
+# ---------------------------------------------------------------- time budgets
+@pytest.mark.parametrize("text, seconds", [("600", 600), (90, 90), ("90s", 90), ("15m", 900), ("1.5h", 5400),
+                                           ("1h30m", 5400), (" 2m 30s ", 150)])
+def test_parse_duration(text, seconds):
+    from transferlab.training.budget import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "", "0", "-5m", "15 minutes"])
+def test_parse_duration_rejects_what_is_not_a_duration(text):
+    from transferlab.training.budget import parse_duration
+
+    with pytest.raises(ValueError, match="Time budget"):
+        parse_duration(text)
+
+
+def test_plan_epochs():
+    from transferlab.training.budget import plan_epochs
+
+    assert plan_epochs(100, 9.0) == 11
+    assert plan_epochs(100, 60.0) == 0  # fewer than the minimum of 2: not worth starting
+    assert plan_epochs(1e6, 1.0, maximum=12) == 12
