@@ -213,3 +213,135 @@ def test_plan_epochs():
     assert plan_epochs(100, 9.0) == 11
     assert plan_epochs(100, 60.0) == 0  # fewer than the minimum of 2: not worth starting
     assert plan_epochs(1e6, 1.0, maximum=12) == 12
+
+
+# ---------------------------------------------------------------- strategy auto
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("auto")
+    backbone = save_tiny_cnn(root / "tiny_bn.keras", batchnorm=True)
+    data = make_class_folders(root / "data", {"red": 24, "green": 24, "blue": 24}, size=40)
+    return root, backbone, data
+
+
+def _auto(root, backbone, name, **kwargs):
+    base = dict(backbone=str(backbone), runs_dir=str(root / "runs"), name=name, cache_dir=str(root / "cache"),
+                engine="keras", epochs=5, val_fraction=0.2, test_fraction=0.2, fine_tune_batch_size=4,
+                strategy="auto", patience=0, fine_tune_patience=0)
+    return {**base, **kwargs}
+
+
+def test_auto_fits_fine_tuning_to_the_time_budget(tiny):
+    import json
+    import time
+
+    import transferlab
+
+    root, backbone, data = tiny
+    budget = 45.0
+    start = time.perf_counter()
+    # 200 epochs would take minutes: the plan must fit the 45 s budget instead.
+    clf = transferlab.train(data, show_progress=False, **_auto(root, backbone, "budget", time_budget=budget,
+                                                                fine_tune_epochs=200))
+    wall = time.perf_counter() - start
+    assert wall <= budget * 1.1
+    meta = json.loads((clf.run_dir / "config.json").read_text())
+    fine = meta["fine_tune"]
+    assert 2 <= fine["planned_epochs"] < 200 and len(fine["epoch_seconds"]) == fine["planned_epochs"]
+    # It used the budget rather than stopping at the first estimate: at least half of it.
+    assert meta["timing"]["budget_spent_seconds"] >= budget / 2
+    phases = meta["strategy"]["phases"]
+    assert [p["phase"] for p in phases] == ["frozen features + head", "fine-tune"]
+    assert meta["strategy"]["kept"] in ("head", "fine-tune") and meta["strategy"]["why"]
+    assert "gain_val_loss" in phases[1]
+
+
+def test_auto_skips_fine_tuning_when_the_budget_is_spent(tiny):
+    import transferlab
+
+    root, backbone, data = tiny
+    clf = transferlab.train(data, show_progress=False, **_auto(root, backbone, "no-time", time_budget=1.0))
+    strategy = clf.metadata["strategy"]
+    assert strategy["kept"] == "head" and "too short" in strategy["why"]
+    assert [p["phase"] for p in strategy["phases"]] == ["frozen features + head"]
+    assert clf.metadata["metrics"]["num_samples"] > 0
+
+
+def test_auto_keeps_the_fine_tuned_model_only_if_validation_improves(tiny):
+    """A rate that wrecks the network: the head on frozen features is kept, backbone untouched."""
+    import keras
+
+    import transferlab
+
+    root, backbone, data = tiny
+    clf = transferlab.train(data, show_progress=False, **_auto(root, backbone, "wrecked", fine_tune_epochs=3,
+                                                                fine_tune_lr=50.0, warmup_epochs=0,
+                                                                fine_tune_patience=3, schedule="constant"))
+    strategy = clf.metadata["strategy"]
+    head, fine = strategy["phases"]
+    assert fine["val_loss"] >= head["val_loss"]
+    assert strategy["kept"] == "head" and not fine["kept"]
+    original = keras.models.load_model(backbone)
+    saved = keras.models.load_model(clf.run_dir / "model.keras")
+    base = next(layer for layer in saved.layers if layer.name.startswith("backbone")).get_layer("base")
+    np.testing.assert_array_equal(base.get_layer("conv2").get_weights()[0],
+                                  original.get_layer("conv2").get_weights()[0])
+
+    good = transferlab.train(data, show_progress=False, **_auto(root, backbone, "sane", fine_tune_epochs=3,
+                                                                 fine_tune_patience=3))
+    head, fine = good.metadata["strategy"]["phases"]
+    assert (good.metadata["strategy"]["kept"] == "fine-tune") == (fine["val_loss"] < head["val_loss"])
+
+
+_BUDGET_RUNNER = """
+import sys, time, keras, transferlab
+from transferlab.training import trainer
+class Slow(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(0.5)
+trainer.extra_callbacks = lambda run_dir, config: [Slow()]
+transferlab.train({data!r}, show_progress=False, **{settings!r})
+"""
+
+
+def test_resume_of_a_budgeted_run_continues_its_plan_and_budget(tiny):
+    import json
+    import subprocess
+    import sys
+    import time
+
+    import transferlab
+
+    root, backbone, data = tiny
+    budget = 60.0
+    settings = _auto(root, backbone, "resumed", time_budget=budget, fine_tune_epochs=200)
+    run_dir = root / "runs" / "resumed"
+    state_path = run_dir / "checkpoint" / "state.json"
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", _BUDGET_RUNNER.format(data=str(data), settings=settings)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state = {}
+    while time.perf_counter() - started < 120:
+        if state_path.exists():
+            state = json.loads(state_path.read_text())
+            if state.get("phase") == "fine-tune" and state.get("epochs_done", 0) >= 3:
+                break
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    planned, spent = state["budget"]["planned_epochs"], state["budget"]["spent_seconds"]
+    assert 3 < planned < 200 and 0 < spent < budget
+
+    resumed_at = time.perf_counter()
+    clf = transferlab.resume(run_dir, show_progress=False)
+    second_process = time.perf_counter() - resumed_at
+    meta = clf.metadata
+    assert meta["fine_tune"]["planned_epochs"] <= planned  # the plan is continued, never stretched
+    assert len(meta["strategy"]["phases"][1:]) == 1
+    rows = (run_dir / "history.csv").read_text().splitlines()[1:]
+    assert sum(",fine-tune," in r for r in rows) == meta["fine_tune"]["planned_epochs"]
+    # The budget counts both processes (from their train/resume call) and ends within +10%; the
+    # resumed one had what the first left (less the epoch cut short by the kill, never counted).
+    assert meta["timing"]["budget_spent_seconds"] <= budget * 1.1
+    assert second_process <= (budget - spent) * 1.1 + 5

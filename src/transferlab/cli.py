@@ -109,6 +109,15 @@ def _cmd_backbones(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- train
+def _duration(text: str) -> float:
+    from transferlab._duration import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 _TRAIN_OPTIONS = [
     # flag, config field, type, help
     ("--backbone", "backbone", str, "registry name (see `transferlab backbones`) or path to your own saved model"),
@@ -130,7 +139,10 @@ _TRAIN_OPTIONS = [
     ("--label-smoothing", "label_smoothing", float, "label smoothing (default 0.1)"),
     ("--class-weight", "class_weight", str, "'balanced' to weight classes by inverse frequency"),
     ("--patience", "patience", int, "early stopping patience in epochs on validation loss (default 10)"),
-    ("--strategy", "strategy", str, "feature-extraction (default) or fine-tune"),
+    ("--strategy", "strategy", str, "feature-extraction (default), fine-tune, or auto: the head first, then "
+                                    "fine-tuning kept only if it improves validation, fitted to --time-budget"),
+    ("--time-budget", "time_budget", _duration, "auto/fine-tune: the whole run's time, e.g. 600, 10m, 1h30m; "
+                                                "epochs are fitted to it"),
     ("--unfreeze", "unfreeze", str, "fine-tune: 'all' or the number of top backbone layers with weights (default 20)"),
     ("--unfreeze-from", "unfreeze_from", str, "fine-tune: unfreeze this layer and all above it"),
     ("--fine-tune-epochs", "fine_tune_epochs", int, "fine-tune epochs (default 5)"),
@@ -138,6 +150,14 @@ _TRAIN_OPTIONS = [
     ("--fine-tune-batch-size", "fine_tune_batch_size", int, "fine-tune batch size (default 16)"),
     ("--schedule", "schedule", str, "fine-tune learning-rate schedule: cosine (default, warm-up), constant, plateau"),
     ("--warmup-epochs", "warmup_epochs", int, "fine-tune warm-up epochs of the cosine schedule (default 1)"),
+    ("--fine-tune-patience", "fine_tune_patience", int, "fine-tune early stopping patience (default 3; 0: off)"),
+    ("--augment", "augment", str, "fine-tune augmentation preset: none, light (default), standard, micrograph "
+                                  "(+ vertical flips, 90-degree turns), aerial"),
+    ("--weight-decay", "weight_decay", float, "fine-tune AdamW weight decay (default 0)"),
+    ("--layer-decay", "layer_decay", float, "fine-tune learning-rate factor per block downwards (default 1: none)"),
+    ("--clip-norm", "clip_norm", float, "fine-tune global gradient-norm clipping (default 0: none)"),
+    ("--fine-tune-views", "fine_tune_views", int, "fine-tune only the top on this many cached augmented views "
+                                                  "of the frozen bottom (default 0: stream images)"),
     ("--engine", "engine", str, "feature extraction engine: auto (default), onnx, keras"),
     ("--max-gallery", "max_gallery", int, "misclassified images shown in report.html (default 48)"),
     ("--cache-dir", "cache_dir", str, "feature cache folder (default: user cache dir or $TRANSFERLAB_CACHE_DIR)"),

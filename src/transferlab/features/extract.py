@@ -127,6 +127,7 @@ def extract_features(
     show_progress: bool = True,
     desc: str = "Extracting features",
     transform: Callable[[np.ndarray, list[str]], np.ndarray] | None = None,
+    parity_tolerance: float = PARITY_TOLERANCE,
 ) -> ExtractionResult:
     """Return features for every image, computing only what the cache lacks.
 
@@ -141,6 +142,7 @@ def extract_features(
         transform: ``transform(images uint8 (B, S, S, 3), keys of those rows) -> float32 images``
             applied before the model, e.g. the seeded augmentation of a cached view (the keys
             then name the view, so the cache never mixes views).
+        parity_tolerance: largest absolute difference to Keras accepted from ONNX Runtime.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}.")
@@ -169,7 +171,7 @@ def extract_features(
     runner = _make_engine(engine, model, cache, resize.size)
     if runner.name == "onnx":
         result.parity_max_abs_diff = runner.recorded_parity()
-        if result.parity_max_abs_diff is not None and result.parity_max_abs_diff > PARITY_TOLERANCE:
+        if result.parity_max_abs_diff is not None and result.parity_max_abs_diff > parity_tolerance:
             runner = KerasEngine(model)  # this backbone's ONNX was found inexact before
     batch_size = batch_size or (_ONNX_BATCH if runner.name == "onnx" else _KERAS_BATCH)
     todo_paths = [paths[rows_by_key[key][0]] for key in todo]
@@ -195,9 +197,9 @@ def extract_features(
                     diff = float(np.max(np.abs(reference - batch_features)))
                     result.parity_max_abs_diff = diff
                     runner.record_parity(diff)
-                    if diff > PARITY_TOLERANCE:
+                    if diff > parity_tolerance:
                         logger.info("ONNX features differ from Keras by %.2e (> %.0e); using Keras.", diff,
-                                    PARITY_TOLERANCE)
+                                    parity_tolerance)
                         runner, batch_features = KerasEngine(model), reference
                 writes.append(writer.submit(store, [todo[i] for i in index], batch_features))
                 while len(writes) > _WRITES_AHEAD:  # bounded: a memory-mapped `out` stays the only copy

@@ -14,7 +14,7 @@ from transferlab.data.decode import INTERPOLATIONS, RESIZE_MODES
 from transferlab.data.augment import AUGMENT_PRESETS, AugmentConfig
 from transferlab.data.split import check_fractions
 
-STRATEGIES = ("feature-extraction", "fine-tune")
+STRATEGIES = ("feature-extraction", "fine-tune", "auto")
 SCHEDULES = ("constant", "cosine", "plateau")
 
 
@@ -41,9 +41,16 @@ class TrainConfig:
         label_smoothing (0.1): the best of a small grid on hymenoptera and masonry_cracks,
         class_weight (None or "balanced"), patience (early stopping on val loss,
         best weights restored).
-    Fine-tuning (strategy "fine-tune"):
+    Fine-tuning (strategy "fine-tune", or "auto": the head first, then fine-tuning kept only if
+    it improves the validation loss, fitted to ``time_budget`` seconds when given):
         unfreeze ("all" or a number of weighted layers from the top), unfreeze_from (layer name),
-        fine_tune_epochs, fine_tune_lr, schedule, warmup_epochs, augment.
+        fine_tune_epochs (the most; early stopping after fine_tune_patience epochs without a
+        better validation loss), fine_tune_lr, schedule, warmup_epochs, augment (a preset of
+        :data:`~transferlab.data.augment.AUGMENT_PRESETS`, an AugmentConfig or None),
+        weight_decay (AdamW), layer_decay (rate multiplier per block downwards), clip_norm
+        (global gradient norm), fine_tune_views (> 0: train only the top on that many cached
+        views of the frozen bottom, see :mod:`transferlab.training.cached_top`).
+        time_budget: seconds for the whole run (``auto``), extraction and evaluation included.
     Run:
         engine: feature extraction engine ("auto", "onnx", "keras"); tensorboard: write logs to
         RUN/tensorboard; max_gallery: mistakes shown in report.html; cache_dir; runs_dir; name.
@@ -83,6 +90,7 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_epochs: int = 1
     augment: str | AugmentConfig | None = "light"
+    time_budget: float | None = None
     engine: str = "auto"
     tensorboard: bool = False
     max_gallery: int = 48
@@ -136,6 +144,8 @@ class TrainConfig:
             raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction!r}.")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}.")
+        if self.time_budget is not None and not (isinstance(self.time_budget, (int, float)) and self.time_budget > 0):
+            raise ValueError(f"time_budget must be a number of seconds > 0 (or None), got {self.time_budget!r}.")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}.")
         if self.engine not in ("auto", "onnx", "keras"):

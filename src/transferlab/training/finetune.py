@@ -72,9 +72,10 @@ def set_trainable_top(base: keras.Model, unfreeze: str | int = "20", unfreeze_fr
     return unfrozen
 
 
-def freeze_all(model: keras.Model) -> None:
-    """Freeze the backbone base again (e.g. after fine-tuning, before saving)."""
+def freeze_all(model: keras.Model, label_smoothing: float = 0.0) -> None:
+    """Freeze the backbone base again (after fine-tuning, before saving), with a plain optimizer."""
     find_base(model).trainable = False
+    release_optimizer(model, label_smoothing)
 
 
 _BLOCK = re.compile(r"(block_?\d+[a-z]?|conv\d+_block\d+)")
@@ -188,7 +189,7 @@ def steps_for(n: int, batch_size: int) -> int:
 
 def fine_tune(model: keras.Model, train_data: tuple[list[str], list[int]], val_data: tuple[list[str], list[int]],
               resize, config, *, num_classes: int, callbacks: list, initial_epoch: int = 0,
-              restore_state=None, guard=None, views=None) -> dict[str, list[float]]:
+              restore_state=None, guard=None, views=None, learning_rate=None) -> dict[str, list[float]]:
     """Phase 2: train ``model`` (image -> probabilities) end to end on augmented images.
 
     ``model`` must already have its trainable layers set (see :func:`set_trainable_top`); pass
@@ -197,6 +198,7 @@ def fine_tune(model: keras.Model, train_data: tuple[list[str], list[int]], val_d
     fine-tuned weights are kept only if they beat it (else the starting weights are restored).
     ``views``: :class:`~transferlab.training.cached_top.CachedViews` of the frozen bottom: then
     only the top of the network runs, on those (the checkpoints hold the top's weights).
+    ``learning_rate``: a rate or schedule instead of the config's (e.g. a budget-fitted one).
     """
     import tensorflow as tf
 
@@ -213,8 +215,9 @@ def fine_tune(model: keras.Model, train_data: tuple[list[str], list[int]], val_d
         from transferlab.training.cached_top import split_classifier
 
         trained = split_classifier(model, views.cut)[1]
-    compile_fine_tune(trained, learning_rate_schedule(config.schedule, lr, epochs, steps, config.warmup_epochs),
-                      config, multipliers)
+    if learning_rate is None:
+        learning_rate = learning_rate_schedule(config.schedule, lr, epochs, steps, config.warmup_epochs)
+    compile_fine_tune(trained, learning_rate, config, multipliers)
     if restore_state is not None:
         from transferlab.training.checkpoint import load_training_state
 
@@ -255,3 +258,6 @@ def release_optimizer(model: keras.Model, label_smoothing: float = 0.0) -> None:
     from transferlab.training.head import compile_classifier
 
     compile_classifier(model, 1e-4, label_smoothing)
+    # Built now, for the variables trainable now: a saved model then loads without Keras warning
+    # that the optimizer's saved variables do not match.
+    model.optimizer.build(model.trainable_variables)

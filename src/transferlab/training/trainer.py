@@ -169,35 +169,61 @@ def _train_head(head, arrays, config: TrainConfig, run_dir: Path, state: dict | 
 
 def _fine_tune_phase(model, arrays, resize, config: TrainConfig, run_dir: Path, state: dict | None,
                      class_names: list[str], head_history: dict, show_progress: bool,
-                     views_source: dict | None = None) -> tuple[dict[str, list[float]], bool]:
+                     views_source: dict | None = None, budget: dict | None = None):
     """Phase 2: unfreeze the top of the backbone and train on augmented images.
 
     ``views_source`` (``{"cut", "fingerprint", "cache_root"}``): train only the top, on cached
     views of the frozen bottom (see :mod:`transferlab.training.cached_top`).
+    ``budget`` (``{"deadline": Deadline, "reserve": seconds, "record": dict}``): fit the epochs to
+    the time left (:class:`~transferlab.training.budget.BudgetPlanner`); ``record`` (kept in the
+    checkpoint) receives the plan, so a resumed run continues it.
+
+    Returns:
+        ``(history, improved, details)``: ``details`` says how many views were cached and what
+        the budget planner did.
     """
-    from transferlab.training.finetune import fine_tune, schedule_callbacks
+    from transferlab.training.budget import BudgetPlanner, FittedCosine
+    from transferlab.training.finetune import fine_tune, schedule_callbacks, steps_for
 
     train_records, val_records = arrays["train"][2], arrays["val"][2]
+    record = budget["record"] if budget else {}
     views = None
     if views_source is not None:
         from transferlab.data.augment import resolve_augment
         from transferlab.training.cached_top import compute_views, split_classifier
 
         bottom, _, shape = split_classifier(model, views_source["cut"])
+        wanted = int(record.get("views") or config.fine_tune_views)
+        # Under a budget the views may take at most a third of the time left: the epochs need the rest.
+        max_seconds = None if budget is None or "views" in record else \
+            (budget["deadline"].left() - budget["reserve"]) / 3.0
         views = compute_views(bottom, views_source["cut"], shape,
                               ([r.path for r in train_records], [r.sha256 for r in train_records]),
                               ([r.path for r in val_records], [r.sha256 for r in val_records]), resize,
-                              resolve_augment(config.augment), views=config.fine_tune_views, seed=config.seed,
+                              resolve_augment(config.augment), views=wanted, seed=config.seed,
                               cache_root=views_source["cache_root"], fingerprint=views_source["fingerprint"],
-                              engine=config.engine, show_progress=show_progress)
+                              engine=config.engine, show_progress=show_progress, max_seconds=max_seconds)
+        record["views"] = int(views.train.shape[0])
     index = {name: i for i, name in enumerate(class_names)}
     early = ResumableEarlyStopping(run_dir, config.fine_tune_patience, (state or {}).get("early_stopping")) \
         if val_records and config.fine_tune_patience > 0 else None
     plateau = next(iter(schedule_callbacks(config.schedule, config.patience)), None)
+    extra_state = {"head_history": head_history, "budget": record}
     checkpoint = EpochCheckpoint(run_dir, "fine-tune", config.seed, (state or {}).get("history"),
                                  early_stopping=early, plateau=plateau, plateau_state=(state or {}).get("plateau"),
-                                 extra_state={"head_history": head_history})
-    callbacks = [EpochTimer()] + [c for c in (early, plateau) if c is not None] + [
+                                 extra_state=extra_state)
+    timer, learning_rate, budget_callbacks, planner = EpochTimer(), None, [], None
+    if budget is not None:
+        steps = steps_for(len(train_records), config.fine_tune_batch_size)
+        planned = record.get("planned_epochs")
+        if config.schedule == "cosine":
+            learning_rate = FittedCosine(config.fine_tune_lr or config.learning_rate / 10.0,
+                                         (planned or config.fine_tune_epochs) * steps, config.warmup_epochs * steps)
+        planner = BudgetPlanner(budget["deadline"], steps_per_epoch=steps, max_epochs=config.fine_tune_epochs,
+                                reserve_seconds=budget["reserve"], val_fraction=len(val_records) / max(1, len(train_records)),
+                                schedule=learning_rate, planned_epochs=planned, timer=timer, record=record)
+        budget_callbacks = [planner]
+    callbacks = [timer, *budget_callbacks] + [c for c in (early, plateau) if c is not None] + [
         checkpoint, EpochProgress("Fine-tuning", enabled=show_progress), *extra_callbacks(run_dir, config)]
     with stop_on_sigint(checkpoint):
         fine_tune(model, ([r.path for r in train_records], [index[r.label] for r in train_records]),
@@ -205,12 +231,20 @@ def _fine_tune_phase(model, arrays, resize, config: TrainConfig, run_dir: Path, 
                   num_classes=len(class_names), callbacks=callbacks,
                   initial_epoch=(state or {}).get("epochs_done", 0),
                   restore_state=run_dir / CHECKPOINT_DIR / "state.npz" if state else None, guard=early,
-                  views=views)
+                  views=views, learning_rate=learning_rate)
     improved = not (early is not None and early.kept_baseline)
-    if not improved:
+    if planner is not None and planner.gave_up:
+        improved = False
+    if not improved and early is not None:
         logger.info("Fine-tuning did not improve the validation loss (best %.4f): keeping the weights it started "
                     "from.", early.best)
-    return checkpoint.history, improved
+    details = {"views": int(views.train.shape[0]) if views is not None else None,
+               "views_seconds": round(views.seconds, 3) if views is not None else None,
+               "epoch_seconds": [round(t, 3) for t in timer.seconds]}
+    if budget is not None:
+        details.update({"planned_epochs": record.get("planned_epochs"), "gave_up": planner.gave_up,
+                        "estimated_epoch_seconds": record.get("estimated_epoch_seconds")})
+    return checkpoint.history, improved, details
 
 
 def extra_callbacks(run_dir: Path, config: TrainConfig) -> list:
@@ -254,6 +288,7 @@ def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_pr
     Raises:
         TrainingInterrupted: after Ctrl-C; the run resumes with :func:`resume`.
     """
+    started = time.perf_counter()  # a time budget counts from here, data checks included
     config = (config or TrainConfig()).replace(**settings) if settings else (config or TrainConfig())
     dataset = load_dataset(data, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
                            seed=config.seed, show_progress=show_progress, cache_dir=config.cache_dir)
@@ -262,7 +297,7 @@ def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_pr
     run_dir = new_run_dir(config.runs_dir, config.name, Path(data).stem)
     logger.info("Run directory: %s", run_dir)
     try:
-        return _run(data, dataset, config, run_dir, None, show_progress, from_model)
+        return _run(data, dataset, config, run_dir, None, show_progress, from_model, started)
     except Exception:
         # Failed before anything resumable existed (e.g. backbone weights unavailable): leave no
         # half-made run directory behind. A run with config.json is kept for --resume.
@@ -280,6 +315,7 @@ def resume(run_dir: str | os.PathLike, *, show_progress: bool = True) -> Classif
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     if meta.get("status") == "complete":
         raise ValueError(f"Run {run_dir} is already complete; nothing to resume.")
+    started = time.perf_counter()
     config = TrainConfig.from_dict(meta["config"])
     data = meta["data"]["source"]
     dataset = load_dataset(data, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
@@ -287,18 +323,24 @@ def resume(run_dir: str | os.PathLike, *, show_progress: bool = True) -> Classif
     state = read_state(run_dir)
     logger.info("Resuming %s: %s", run_dir, f"{state['phase']} phase after epoch {state['epochs_done']}"
                 if state else "no epoch completed yet")
-    return _run(data, dataset, config, run_dir, state, show_progress, meta.get("from_model"))
+    return _run(data, dataset, config, run_dir, state, show_progress, meta.get("from_model"), started)
 
 
 def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state: dict | None,
-         show_progress: bool, from_model) -> Classifier:
+         show_progress: bool, from_model, started: float | None = None) -> Classifier:
     import keras
 
     from transferlab.backbones import check_fine_tunable, resolve_backbone
-    from transferlab.training.finetune import find_base, set_trainable_top
+    from transferlab.training.finetune import find_base, freeze_all, set_trainable_top
     from transferlab.training.warmstart import warm_start
 
-    started = time.perf_counter()
+    from transferlab.training import auto
+
+    started = started or time.perf_counter()
+    deadline = auto.run_deadline(config.time_budget, state, started) if config.strategy != "feature-extraction" \
+        else None
+    if deadline is not None:
+        logger.info("Time budget %.0f s: the run ends by %s (ETA).", config.time_budget, deadline.eta())
     dataset.write_splits(run_dir / "splits.csv")
     dataset.write_bad_files(run_dir / "bad_files.txt")
     (run_dir / LABELS_FILE).write_text("\n".join(dataset.class_names) + "\n", encoding="utf-8")
@@ -314,8 +356,14 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
         backbone, info = resolve_backbone(config.backbone, weights=config.weights, input_size=config.image_size,
                                           feature_layer=config.feature_layer, preprocess=config.preprocess,
                                           unsafe=config.unsafe)
+    not_tunable = None
     if config.strategy == "fine-tune":
         check_fine_tunable(info)
+    elif config.strategy == "auto":
+        try:
+            check_fine_tunable(info)
+        except ValueError as exc:  # auto still gives the frozen-feature model
+            not_tunable = str(exc)
     resize = ResizeConfig(**warm.resize) if warm and warm.resize else resize_for(config, info)
     logger.info("Backbone %s: %d px input, %d features from layer %s, preprocessing %s, resize %s",
                 info.name, resize.size, info.feature_dim, info.feature_layer, info.preprocess, resize.mode)
@@ -352,7 +400,22 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
     # ---- phase 2 (optional): fine-tune the top of the backbone on images
     model = assemble_classifier(backbone, head)
     history, boundaries, fine_seconds = dict(head_history), [], 0.0
-    if config.strategy == "fine-tune":
+    phases = [auto.phase_record("frozen features + head", head_history, extraction.seconds + head_seconds)]
+    reserve = auto.evaluation_reserve(len(arrays["test"][0]) or len(arrays["val"][0]))
+    skip = None
+    if config.strategy == "auto":
+        if not_tunable:
+            skip = f"the backbone cannot be fine-tuned ({not_tunable})"
+        elif not len(arrays["val"][0]):
+            skip = "no validation images to tell whether fine-tuning helps"
+        elif deadline is not None and state.get("phase") != "fine-tune" and \
+                deadline.left() - reserve < auto.MIN_FINE_TUNE_S:
+            skip = f"the time budget left ({deadline.left():.0f} s) is too short to fine-tune"
+        if skip:
+            logger.info("Strategy auto: keeping the head on frozen features: %s.", skip)
+    fine_tuned = improved = False
+    if config.strategy == "fine-tune" or (config.strategy == "auto" and not skip):
+        fine_tuned = True
         fine_start = time.perf_counter()
         unfrozen = set_trainable_top(find_base(model), config.unfreeze, config.unfreeze_from)
         logger.info("Fine-tuning %d layer(s) of the backbone (BatchNorm stays frozen): %s%s", len(unfrozen),
@@ -364,20 +427,29 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
 
             cut = cut_below(find_base(model), unfrozen)
             views_source = {"cut": cut, "fingerprint": cache.parts, "cache_root": cache.root} if cut else None
-        fine_history, improved = _fine_tune_phase(model, arrays, resize, config, run_dir, fine_state,
-                                                  dataset.class_names, head_history, show_progress, views_source)
+        budget = None
+        if deadline is not None:
+            budget = {"deadline": deadline, "reserve": reserve, "record": dict((fine_state or {}).get("budget") or {})}
+        fine_history, improved, details = _fine_tune_phase(model, arrays, resize, config, run_dir, fine_state,
+                                                           dataset.class_names, head_history, show_progress,
+                                                           views_source, budget)
         metadata["fine_tune"] = {"unfrozen_layers": unfrozen, "improved_validation_loss": improved,
-                                 "cached_bottom": views_source["cut"] if views_source else None}
+                                 "cached_bottom": views_source["cut"] if views_source else None, **details}
+        phases.append(auto.phase_record("fine-tune", fine_history, time.perf_counter() - fine_start,
+                                        kept=improved, unfrozen_layers=len(unfrozen)))
         write_json_atomic(ckpt / "state.json", {**read_state(run_dir), "complete": True, "head_history": head_history})
-        find_base(model).trainable = False
+        freeze_all(model, config.label_smoothing)
         boundaries = [len(head_history.get("loss", []))]
         for key in set(history) | set(fine_history):
             history[key] = head_history.get(key, [float("nan")] * boundaries[0]) + fine_history.get(key, [])
         fine_seconds = time.perf_counter() - fine_start
+    metadata["strategy"] = {"name": config.strategy, "time_budget_seconds": config.time_budget,
+                            **auto.decision(phases, fine_tuned, improved, skip)}
     # ---- evaluation on the test split (validation split when there is none); its pictures are
     # drawn by a helper process while this one saves the model and computes Grad-CAM.
+    backbone_changed = fine_tuned and improved
     clf = Classifier(KerasRuntime(model), dataset.class_names, resize, run_dir=run_dir, metadata=metadata)
-    if config.strategy != "fine-tune":  # frozen backbone: Grad-CAM's feature maps can be cached too
+    if not backbone_changed:  # frozen backbone: Grad-CAM's feature maps can be cached too
         from transferlab.evaluation.gradcam import FeatureMapCache
 
         clf.feature_map_cache = FeatureMapCache(cache.root, cache.parts)
@@ -388,7 +460,7 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
                        {"history": history, "phase_boundaries": boundaries})
     metrics = None
     if len(eval_records):
-        if config.strategy == "fine-tune":  # the backbone changed: cached features no longer apply
+        if backbone_changed:  # cached features no longer apply
             probs, errors = clf.predict_files([r.path for r in eval_records])
             readable = np.array([i not in errors for i in range(len(eval_records))], dtype=bool)
             y_eval, probs = y_eval[readable], probs[readable]
@@ -410,7 +482,8 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
         "feature_cache": {"directory": str(cache.directory), "hits": extraction.hits, "misses": extraction.misses,
                           "engine": extraction.engine, "extract_seconds": round(extraction.seconds, 3)},
         "timing": {"total_seconds": round(time.perf_counter() - started, 3), "head_seconds": round(head_seconds, 3),
-                   "fine_tune_seconds": round(fine_seconds, 3)},
+                   "fine_tune_seconds": round(fine_seconds, 3),
+                   "budget_spent_seconds": round(deadline.spent(), 3) if deadline is not None else None},
     })
     (run_dir / RUN_CONFIG).write_text(json.dumps(metadata, indent=2, default=str), encoding="utf-8")
     metadata["metrics"] = metrics
