@@ -130,9 +130,14 @@ class ViewAugmenter:
 
         self.augment, self.seed = augment, seed
         if augment is not None:
-            self._fn = tf.function(lambda images, seeds: tf.map_fn(
-                lambda pair: augment_image(pair[0], pair[1], augment), (images, seeds),
-                fn_output_signature=tf.float32), reduce_retracing=True)
+            def one(pair):
+                return augment_image(pair[0], pair[1], augment)
+
+            def batch(images, seeds):
+                return tf.map_fn(one, (images, seeds), fn_output_signature=tf.float32)
+
+            # No AutoGraph: the transforms are plain TensorFlow ops (and converting costs time).
+            self._fn = tf.function(batch, reduce_retracing=True, autograph=False)
 
     def __call__(self, images: np.ndarray, keys: list[str]) -> np.ndarray:
         images = images.astype(np.float32)
@@ -220,14 +225,18 @@ def views_dataset(cached: CachedViews, labels: np.ndarray, num_classes: int, *, 
         rows = np.asarray(rows, np.int64)
         return store[(epoch + rows) % views, rows].astype(np.float32), one_hot[rows]
 
+    @tf.autograph.experimental.do_not_convert  # plain TensorFlow ops: nothing for AutoGraph to do
     def one_epoch(epoch):
-        order = tf.data.Dataset.range(n).map(lambda i: epoch_permutation(i, n, seed, epoch)).batch(batch_size)
+        @tf.autograph.experimental.do_not_convert
+        def position(i):
+            return epoch_permutation(i, n, seed, epoch)
 
+        @tf.autograph.experimental.do_not_convert
         def load(rows):
             x, y = tf.numpy_function(gather, [rows, epoch], (tf.float32, tf.float32), stateful=False)
             return tf.ensure_shape(x, (None, dim)), tf.ensure_shape(y, (None, num_classes))
 
-        return order.map(load)
+        return tf.data.Dataset.range(n).map(position).batch(batch_size).map(load)
 
     first, end = epochs
     return tf.data.Dataset.range(first, end).flat_map(one_epoch).repeat().prefetch(2)

@@ -486,8 +486,15 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
                    "budget_spent_seconds": round(deadline.spent(), 3) if deadline is not None else None},
     })
     (run_dir / RUN_CONFIG).write_text(json.dumps(metadata, indent=2, default=str), encoding="utf-8")
+    gallery = config.max_gallery
+    if deadline is not None and deadline.left() < auto.evaluation_reserve(0) / 2:
+        logger.info("Time budget: report without the gallery of mistakes (Grad-CAM) to end in time.")
+        gallery = 0
+    _write_report_safely(run_dir, clf, gallery, figures)
+    if deadline is not None:  # the budget's account includes the report
+        metadata["timing"]["budget_spent_seconds"] = round(deadline.spent(), 3)
+        (run_dir / RUN_CONFIG).write_text(json.dumps(metadata, indent=2, default=str), encoding="utf-8")
     metadata["metrics"] = metrics
-    _write_report_safely(run_dir, clf, config.max_gallery, figures)
     if metrics:
         logger.info("\n%s", format_summary(metrics))
     return clf
