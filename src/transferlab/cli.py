@@ -145,7 +145,7 @@ _TRAIN_OPTIONS = [
                                                 "epochs are fitted to it"),
     ("--unfreeze", "unfreeze", str, "fine-tune: 'all' or the number of top backbone layers with weights (default 20)"),
     ("--unfreeze-from", "unfreeze_from", str, "fine-tune: unfreeze this layer and all above it"),
-    ("--fine-tune-epochs", "fine_tune_epochs", int, "fine-tune epochs (default 5)"),
+    ("--fine-tune-epochs", "fine_tune_epochs", int, "most fine-tune epochs (default 10; early stopping often ends sooner)"),
     ("--fine-tune-lr", "fine_tune_lr", float, "fine-tune learning rate (default: head rate / 10)"),
     ("--fine-tune-batch-size", "fine_tune_batch_size", int, "fine-tune batch size (default 16)"),
     ("--schedule", "schedule", str, "fine-tune learning-rate schedule: cosine (default, warm-up), constant, plateau"),

@@ -79,7 +79,7 @@ class TrainConfig:
     strategy: str = "feature-extraction"
     unfreeze: str = "20"
     unfreeze_from: str | None = None
-    fine_tune_epochs: int = 5
+    fine_tune_epochs: int = 10
     fine_tune_lr: float | None = None
     fine_tune_batch_size: int = 16
     fine_tune_patience: int = 3
