@@ -114,7 +114,7 @@ def test_layer_decay_scales_each_variables_step(tmp_path):
     from transferlab.training.config import TrainConfig
     from transferlab.training.finetune import compile_fine_tune, find_base, rate_multipliers, set_trainable_top
     from transferlab.training.head import build_head
-    from transferlab.training.trainer import assemble_classifier
+    from transferlab.training.head import assemble_classifier
 
     backbone, info = resolve_backbone(str(save_tiny_cnn(tmp_path / "m.keras")))
     model = assemble_classifier(backbone, build_head(info.feature_dim, 3, dropout=0.0))
@@ -155,7 +155,7 @@ def test_cached_views_train_the_same_network_as_streaming(tmp_path):
     from transferlab.training.config import TrainConfig
     from transferlab.training.finetune import find_base, fine_tune, set_trainable_top
     from transferlab.training.head import build_head
-    from transferlab.training.trainer import assemble_classifier
+    from transferlab.training.head import assemble_classifier
 
     data = make_class_folders(tmp_path / "d", {"a": 8, "b": 8}, size=32)
     records = load_dataset(data, show_progress=False, val_fraction=0.25, test_fraction=0.0).records
@@ -251,9 +251,9 @@ def test_auto_fits_fine_tuning_to_the_time_budget(tiny):
     assert 2 <= fine["planned_epochs"] < 200 and len(fine["epoch_seconds"]) == fine["planned_epochs"]
     # It used the budget rather than stopping at the first estimate: at least half of it.
     assert meta["timing"]["budget_spent_seconds"] >= budget / 2
-    phases = meta["strategy"]["phases"]
+    phases = meta["extras"]["strategy"]["phases"]
     assert [p["phase"] for p in phases] == ["frozen features + head", "fine-tune"]
-    assert meta["strategy"]["kept"] in ("head", "fine-tune") and meta["strategy"]["why"]
+    assert meta["extras"]["strategy"]["kept"] in ("head", "fine-tune") and meta["extras"]["strategy"]["why"]
     assert "gain_val_loss" in phases[1]
 
 
@@ -262,7 +262,7 @@ def test_auto_skips_fine_tuning_when_the_budget_is_spent(tiny):
 
     root, backbone, data = tiny
     clf = transferlab.train(data, show_progress=False, **_auto(root, backbone, "no-time", time_budget=1.0))
-    strategy = clf.metadata["strategy"]
+    strategy = clf.metadata["extras"]["strategy"]
     assert strategy["kept"] == "head" and "too short" in strategy["why"]
     assert [p["phase"] for p in strategy["phases"]] == ["frozen features + head"]
     assert clf.metadata["metrics"]["num_samples"] > 0
@@ -278,7 +278,7 @@ def test_auto_keeps_the_fine_tuned_model_only_if_validation_improves(tiny):
     clf = transferlab.train(data, show_progress=False, **_auto(root, backbone, "wrecked", fine_tune_epochs=3,
                                                                 fine_tune_lr=50.0, warmup_epochs=0,
                                                                 fine_tune_patience=3, schedule="constant"))
-    strategy = clf.metadata["strategy"]
+    strategy = clf.metadata["extras"]["strategy"]
     head, fine = strategy["phases"]
     assert fine["val_loss"] >= head["val_loss"]
     assert strategy["kept"] == "head" and not fine["kept"]
@@ -290,13 +290,13 @@ def test_auto_keeps_the_fine_tuned_model_only_if_validation_improves(tiny):
 
     good = transferlab.train(data, show_progress=False, **_auto(root, backbone, "sane", fine_tune_epochs=3,
                                                                  fine_tune_patience=3))
-    head, fine = good.metadata["strategy"]["phases"]
-    assert (good.metadata["strategy"]["kept"] == "fine-tune") == (fine["val_loss"] < head["val_loss"])
+    head, fine = good.metadata["extras"]["strategy"]["phases"]
+    assert (good.metadata["extras"]["strategy"]["kept"] == "fine-tune") == (fine["val_loss"] < head["val_loss"])
 
 
 _BUDGET_RUNNER = """
 import sys, time, keras, transferlab
-from transferlab.training import trainer
+from transferlab.api import training as trainer
 class Slow(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         time.sleep(0.5)
@@ -339,7 +339,7 @@ def test_resume_of_a_budgeted_run_continues_its_plan_and_budget(tiny):
     second_process = time.perf_counter() - resumed_at
     meta = clf.metadata
     assert meta["fine_tune"]["planned_epochs"] <= planned  # the plan is continued, never stretched
-    assert len(meta["strategy"]["phases"][1:]) == 1
+    assert len(meta["extras"]["strategy"]["phases"][1:]) == 1
     rows = (run_dir / "history.csv").read_text().splitlines()[1:]
     assert sum(",fine-tune," in r for r in rows) == meta["fine_tune"]["planned_epochs"]
     # The budget counts both processes (each from its train/resume call, the report included) and

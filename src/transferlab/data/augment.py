@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
+from transferlab.errors import ConfigError
+
 __all__ = ["AugmentConfig", "AUGMENT_PRESETS", "augment_preset", "resolve_augment", "augment_image"]
 
 
@@ -47,9 +49,9 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.min_crop_area <= 1.0:
-            raise ValueError(f"min_crop_area must be in (0, 1], got {self.min_crop_area!r}.")
+            raise ConfigError(f"min_crop_area must be in (0, 1], got {self.min_crop_area!r}.")
         if not 0.0 <= self.zoom < 1.0:
-            raise ValueError(f"zoom must be in [0, 1), got {self.zoom!r}.")
+            raise ConfigError(f"zoom must be in [0, 1), got {self.zoom!r}.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,7 +72,7 @@ def augment_preset(name: str) -> AugmentConfig | None:
     try:
         return AUGMENT_PRESETS[name]
     except KeyError:
-        raise ValueError(f"Unknown augmentation preset {name!r}; choose one of "
+        raise ConfigError(f"Unknown augmentation preset {name!r}; choose one of "
                          f"{', '.join(AUGMENT_PRESETS)}.") from None
 
 
@@ -82,7 +84,7 @@ def resolve_augment(value: "str | dict | AugmentConfig | None") -> AugmentConfig
         return augment_preset(value)
     if isinstance(value, dict):
         return AugmentConfig(**value)
-    raise ValueError(f"augment must be a preset name ({', '.join(AUGMENT_PRESETS)}), a dict or None, "
+    raise ConfigError(f"augment must be a preset name ({', '.join(AUGMENT_PRESETS)}), a dict or None, "
                      f"got {value!r}.")
 
 

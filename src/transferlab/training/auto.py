@@ -33,6 +33,23 @@ def run_deadline(time_budget: float | None, state: dict | None, started: float) 
     return Deadline(time_budget, start=started, spent_before=spent)
 
 
+def reason_to_skip(strategy: str, not_tunable: str | None, n_val: int, deadline: Deadline | None, reserve: float,
+                   *, resumed_fine_tune: bool = False) -> str | None:
+    """Why strategy "auto" keeps the head without fine-tuning, or None when it fine-tunes."""
+    if strategy != "auto":
+        return None
+    reason = None
+    if not_tunable:
+        reason = f"the backbone cannot be fine-tuned ({not_tunable})"
+    elif not n_val:
+        reason = "no validation images to tell whether fine-tuning helps"
+    elif deadline is not None and not resumed_fine_tune and deadline.left() - reserve < MIN_FINE_TUNE_S:
+        reason = f"the time budget left ({deadline.left():.0f} s) is too short to fine-tune"
+    if reason:
+        logger.info("Strategy auto: keeping the head on frozen features: %s.", reason)
+    return reason
+
+
 def evaluation_reserve(n_eval: int) -> float:
     """Seconds to keep for evaluation and saving after the last training epoch."""
     return _EVAL_FIXED_S + _EVAL_PER_IMAGE_S * n_eval

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 
-import keras
+from transferlab._keras import keras
 
 logger = logging.getLogger("transferlab")
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import keras
+from transferlab._keras import keras
 
 from transferlab.data.augment import AugmentConfig, augment_image
 
