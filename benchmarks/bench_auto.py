@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DATASETS = HERE.parents[1] / "shared" / "datasets"
+DATASETS = Path(os.environ.get("TRANSFERLAB_DATASETS", HERE.parents[1] / "shared" / "datasets"))
 
 CHILD = textwrap.dedent("""
     import json, resource, sys, time

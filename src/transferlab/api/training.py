@@ -193,7 +193,7 @@ def _fine_tune_phase(model, features: dict[str, SplitFeatures], resize: ResizeCo
     from transferlab.training.budget import BudgetPlanner, EpochTimer, FittedCosine
     from transferlab.training.callbacks import EpochProgress
     from transferlab.training.checkpoint import EpochCheckpoint, ResumableEarlyStopping, stop_on_sigint
-    from transferlab.training.finetune import fine_tune, schedule_callbacks, steps_for
+    from transferlab.training.finetune import fine_tune, fine_tune_rate, schedule_callbacks, steps_for
 
     train_records, val_records = features["train"].records, features["val"].records
     record = budget["record"] if budget else {}
@@ -225,7 +225,7 @@ def _fine_tune_phase(model, features: dict[str, SplitFeatures], resize: ResizeCo
         steps = steps_for(len(train_records), config.fine_tune_batch_size)
         planned = record.get("planned_epochs")
         if config.schedule == "cosine":
-            learning_rate = FittedCosine(config.fine_tune_lr or config.learning_rate / 10.0,
+            learning_rate = FittedCosine(fine_tune_rate(config),
                                          (planned or config.fine_tune_epochs) * steps, config.warmup_epochs * steps)
         planner = BudgetPlanner(budget["deadline"], steps_per_epoch=steps, max_epochs=config.fine_tune_epochs,
                                 reserve_seconds=budget["reserve"], schedule=learning_rate, planned_epochs=planned,

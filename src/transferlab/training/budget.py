@@ -16,7 +16,7 @@ from transferlab._keras import keras
 
 logger = logging.getLogger("transferlab")
 
-from transferlab._duration import parse_duration  # noqa: F401 (public here too)
+from transferlab.training.duration import parse_duration  # noqa: F401 (public here too)
 
 __all__ = ["parse_duration", "Deadline", "EpochTimer", "BudgetPlanner", "FittedCosine", "plan_epochs"]
 

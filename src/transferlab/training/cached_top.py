@@ -84,11 +84,9 @@ def split_classifier(model: keras.Model, cut: str) -> tuple[keras.Model, keras.M
     included. ``top``: (B, D) -> class probabilities (B, C). Both share the classifier's layers,
     so training ``top`` trains the classifier.
     """
-    from transferlab.training.finetune import find_base
-
     backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name != "head")
     head = model.layers[-1]
-    base = find_base(backbone)
+    base = backbone.get_layer("base")  # every assembled backbone: image -> preprocessing -> "base" -> pooling
     cut_tensor = base.get_layer(cut).output
     shape = tuple(int(d) for d in cut_tensor.shape[1:])
     lower = keras.Model(base.input, cut_tensor, name="frozen_bottom")

@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args
 from transferlab.data.decode import INTERPOLATIONS, RESIZE_MODES
 from transferlab.data.augment import AUGMENT_PRESETS, AugmentConfig
 from transferlab.data.split import check_fractions
-from transferlab._duration import parse_duration
+from transferlab.training.duration import parse_duration
 from transferlab.errors import ConfigError
 from transferlab.features.extract import ENGINES
 
@@ -106,22 +106,23 @@ class TrainConfig:
     time_budget: float | None = setting(None, "auto/fine-tune: seconds for the whole run, e.g. 600, 10m, 1h30m; "
                                               "fine-tuning epochs are fitted to it", minimum=0.0,
                                         parse=parse_duration)
-    unfreeze: str = setting("20", "fine-tune: 'all' or the number of top backbone layers with weights")
+    unfreeze: str = setting("16", "fine-tune: 'all' or the number of top backbone layers with weights (16: "
+                                  "EfficientNet-Lite0's last 5 blocks and head conv)")
     unfreeze_from: str | None = setting(None, "fine-tune: unfreeze this layer and all above it")
     fine_tune_epochs: int = setting(10, "most fine-tune epochs; early stopping often ends sooner", minimum=0)
-    fine_tune_lr: float | None = setting(None, "fine-tune learning rate (default: head rate / 10)", minimum=0.0)
+    fine_tune_lr: float | None = setting(None, "fine-tune learning rate (default: head rate / 2)", minimum=0.0)
     fine_tune_batch_size: int = setting(16, "fine-tune batch size", minimum=1)
     fine_tune_patience: int = setting(3, "fine-tune early stopping patience on validation loss (0: off)", minimum=0)
-    fine_tune_views: int = setting(0, "fine-tune only the top on this many cached augmented views of the frozen "
-                                      "bottom (0: stream images)", minimum=0)
-    weight_decay: float = setting(0.0, "fine-tune AdamW weight decay", minimum=0.0)
-    layer_decay: float = setting(1.0, "fine-tune rate factor per block downwards (1: every layer at the full rate)",
+    fine_tune_views: int = setting(4, "fine-tune only the top on this many cached augmented views of the frozen "
+                                      "bottom (0: stream images; all layers always stream)", minimum=0)
+    weight_decay: float = setting(0.05, "fine-tune AdamW weight decay", minimum=0.0)
+    layer_decay: float = setting(0.85, "fine-tune rate factor per block downwards (1: every layer at the full rate)",
                                  minimum=0.0, maximum=1.0)
-    clip_norm: float = setting(0.0, "fine-tune global gradient-norm clipping (0: none)", minimum=0.0)
+    clip_norm: float = setting(1.0, "fine-tune global gradient-norm clipping (0: none)", minimum=0.0)
     schedule: str = setting("cosine", "fine-tune learning-rate schedule (cosine has a warm-up)", choices=SCHEDULES)
     warmup_epochs: int = setting(1, "fine-tune warm-up epochs of the cosine schedule", minimum=0)
     augment: AugmentConfig | str | None = setting(
-        "light", "fine-tune augmentation preset: " + ", ".join(AUGMENT_PRESETS) + " (micrograph and aerial add "
+        "standard", "fine-tune augmentation preset: " + ", ".join(AUGMENT_PRESETS) + " (micrograph and aerial add "
         "vertical flips and 90-degree turns; Python: also an AugmentConfig)", parse=str)
     # ---- run
     engine: str = setting("auto", "feature extraction engine", choices=ENGINES)
