@@ -41,7 +41,7 @@ CHILD = textwrap.dedent("""
     m = clf.metadata["metrics"]
     print(json.dumps({"accuracy": m["accuracy"], "split": m["split"], "macro_f1": m["macro"]["f1"],
                       "train_seconds": time.perf_counter() - t, "timing": clf.metadata["timing"],
-                      "fine_tune": clf.metadata.get("fine_tune"), "strategy": clf.metadata.get("strategy"),
+                      "fine_tune": clf.metadata.get("fine_tune"), "strategy": (clf.metadata.get("extras") or {}).get("strategy"),
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """)
 
