@@ -29,7 +29,7 @@ def setup(tmp_path_factory):
 def _settings(root, backbone, name, **kwargs):
     base = dict(backbone=str(backbone), runs_dir=str(root / "runs"), name=name, cache_dir=str(root / "cache"),
                 engine="keras", epochs=3, val_fraction=0.2, test_fraction=0.2, fine_tune_epochs=3,
-                fine_tune_batch_size=8, strategy="fine-tune", patience=0)
+                fine_tune_batch_size=8, strategy="fine-tune", patience=0, fine_tune_patience=0)
     return {**base, **kwargs}
 
 

@@ -98,6 +98,7 @@ class PreparedRun:
     state: dict | None = None  # the checkpoint's state when resuming
     warm: object = None  # WarmStart when starting from a saved model
     started: float = field(default_factory=time.perf_counter)
+    not_tunable: str | None = None  # strategy auto: why this backbone cannot be fine-tuned
 
 
 @dataclass
@@ -113,10 +114,12 @@ class FittedRun:
     boundaries: list[int]
     head_seconds: float
     fine_seconds: float
+    backbone_changed: bool = False  # fine-tuned weights kept: cached features no longer apply
+    deadline: object = None  # training.budget.Deadline of a time-budgeted run
 
 
 def prepare_run(data: str | os.PathLike, dataset: ImageDataset, config: TrainConfig, run: RunDir,
-                state: dict | None, from_model) -> PreparedRun:
+                state: dict | None, from_model, started: float | None = None) -> PreparedRun:
     """Resolve backbone and resize and write the run's first files (status "running")."""
     from transferlab.backbones import check_fine_tunable, resolve_backbone
     from transferlab.backbones.trusted import trust_record
@@ -134,8 +137,14 @@ def prepare_run(data: str | os.PathLike, dataset: ImageDataset, config: TrainCon
         backbone, info = resolve_backbone(config.backbone, weights=config.weights, input_size=config.image_size,
                                           feature_layer=config.feature_layer, preprocess=config.preprocess,
                                           unsafe=config.unsafe)
+    not_tunable = None
     if config.strategy == "fine-tune":
         check_fine_tunable(info)
+    elif config.strategy == "auto":
+        try:
+            check_fine_tunable(info)
+        except ConfigError as exc:  # auto still gives the frozen-feature model
+            not_tunable = str(exc)
     resize = ResizeConfig(**warm.resize) if warm and warm.resize else resize_for(
         info, mode=None if config.resize_mode == "auto" else config.resize_mode, interpolation=config.interpolation,
         crop_fraction=config.crop_fraction)
@@ -153,7 +162,8 @@ def prepare_run(data: str | os.PathLike, dataset: ImageDataset, config: TrainCon
         versions=versions(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     check_decision_settings(config, dataset)
     run.write_metadata(metadata)
-    return PreparedRun(run, str(data), dataset, config, backbone, info, resize, metadata, state, warm)
+    return PreparedRun(run, str(data), dataset, config, backbone, info, resize, metadata, state, warm,
+                       started=started or time.perf_counter(), not_tunable=not_tunable)
 
 
 def _train_head(head, features: dict[str, SplitFeatures], config: TrainConfig, run_dir: Path, state: dict | None,
@@ -181,38 +191,86 @@ def _train_head(head, features: dict[str, SplitFeatures], config: TrainConfig, r
 
 def _fine_tune_phase(model, features: dict[str, SplitFeatures], resize: ResizeConfig, config: TrainConfig,
                      run_dir: Path, state: dict | None, class_names: list[str], head_history: dict,
-                     show_progress: bool) -> tuple[dict[str, list[float]], bool]:
-    """Unfreeze the top of the backbone and train on augmented images."""
+                     show_progress: bool, views_source: dict | None = None, budget: dict | None = None):
+    """Unfreeze the top of the backbone and train on augmented images.
+
+    ``views_source`` (``{"cut", "fingerprint", "cache_root"}``): train only the top, on cached
+    views of the frozen bottom (:mod:`transferlab.training.cached_top`).
+    ``budget`` (``{"deadline", "reserve", "record"}``): fit the epochs to the time left
+    (:class:`~transferlab.training.budget.BudgetPlanner`); ``record``, kept in the checkpoint,
+    receives the plan, so a resumed run continues it.
+
+    Returns:
+        ``(history, improved, details)``; ``details``: views cached, epoch times, the plan.
+    """
+    from transferlab.data.augment import resolve_augment
+    from transferlab.training.budget import BudgetPlanner, EpochTimer, FittedCosine
     from transferlab.training.callbacks import EpochProgress
     from transferlab.training.checkpoint import EpochCheckpoint, ResumableEarlyStopping, checkpoint_file, stop_on_sigint
-    from transferlab.training.finetune import fine_tune, schedule_callbacks
+    from transferlab.training.finetune import fine_tune, fine_tune_rate, schedule_callbacks, steps_for
 
     train_records, val_records = features["train"].records, features["val"].records
+    record = budget["record"] if budget else {}
+    views = None
+    if views_source is not None:
+        from transferlab.training.cached_top import compute_views, split_classifier
+
+        bottom, _, shape = split_classifier(model, views_source["cut"])
+        # Under a budget the views may take at most a third of the time left: the epochs need the rest.
+        max_seconds = None if budget is None or "views" in record else \
+            (budget["deadline"].left() - budget["reserve"]) / 3.0
+        views = compute_views(bottom, views_source["cut"], shape,
+                              ([r.path for r in train_records], [r.sha256 for r in train_records]),
+                              ([r.path for r in val_records], [r.sha256 for r in val_records]), resize,
+                              resolve_augment(config.augment), views=int(record.get("views") or config.fine_tune_views),
+                              seed=config.seed, cache_root=views_source["cache_root"],
+                              fingerprint=views_source["fingerprint"], engine=config.engine,
+                              show_progress=show_progress, max_seconds=max_seconds)
+        record["views"] = int(views.train.shape[0])
     index = {name: i for i, name in enumerate(class_names)}
-    early = ResumableEarlyStopping(run_dir, config.patience, (state or {}).get("early_stopping")) \
-        if val_records and config.patience > 0 else None
+    early = ResumableEarlyStopping(run_dir, config.fine_tune_patience, (state or {}).get("early_stopping")) \
+        if val_records and config.fine_tune_patience > 0 else None
     plateau = next(iter(schedule_callbacks(config.schedule, config.patience)), None)
     checkpoint = EpochCheckpoint(run_dir, "fine-tune", config.seed, (state or {}).get("history"),
                                  early_stopping=early, plateau=plateau, plateau_state=(state or {}).get("plateau"),
-                                 extra_state={"head_history": head_history})
-    callbacks = [c for c in (early, plateau) if c is not None] + [
+                                 extra_state={"head_history": head_history, "budget": record})
+    timer, learning_rate, planner = EpochTimer(), None, None
+    if budget is not None:
+        steps = steps_for(len(train_records), config.fine_tune_batch_size)
+        planned = record.get("planned_epochs")
+        if config.schedule == "cosine":
+            learning_rate = FittedCosine(fine_tune_rate(config),
+                                         (planned or config.fine_tune_epochs) * steps, config.warmup_epochs * steps)
+        planner = BudgetPlanner(budget["deadline"], steps_per_epoch=steps, max_epochs=config.fine_tune_epochs,
+                                reserve_seconds=budget["reserve"], schedule=learning_rate, planned_epochs=planned,
+                                val_fraction=len(val_records) / max(1, len(train_records)), timer=timer,
+                                record=record)
+    # Order matters: the timer and the planner write the logs and the record that the checkpoint saves.
+    callbacks = [timer, *([planner] if planner else [])] + [c for c in (early, plateau) if c is not None] + [
         checkpoint, EpochProgress("Fine-tuning", enabled=show_progress), *extra_callbacks(run_dir, config)]
     with stop_on_sigint(checkpoint):
         fine_tune(model, ([r.path for r in train_records], [index[r.label] for r in train_records]),
                   ([r.path for r in val_records], [index[r.label] for r in val_records]), resize, config,
                   num_classes=len(class_names), callbacks=callbacks,
                   initial_epoch=(state or {}).get("epochs_done", 0),
-                  restore_state=checkpoint_file(run_dir, "state", state) if state else None, guard=early)
-    improved = not (early is not None and early.kept_baseline)
-    if not improved:
+                  restore_state=checkpoint_file(run_dir, "state", state) if state else None, guard=early,
+                  views=views, learning_rate=learning_rate)
+    improved = not (early is not None and early.kept_baseline) and not (planner is not None and planner.gave_up)
+    if not improved and early is not None:
         logger.info("Fine-tuning did not improve the validation loss (best %.4f): keeping the weights it started "
                     "from.", early.best)
-    return checkpoint.history, improved
+    details = {"views": record.get("views"), "views_seconds": round(views.seconds, 3) if views is not None else None,
+               "epoch_seconds": [round(t, 3) for t in timer.seconds]}
+    if planner is not None:
+        details.update({"planned_epochs": record.get("planned_epochs"), "gave_up": planner.gave_up,
+                        "estimated_epoch_seconds": record.get("estimated_epoch_seconds")})
+    return checkpoint.history, improved, details
 
 
 def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
     """Features through the cache, the head on them, then (strategy "fine-tune") the top of the backbone."""
     from transferlab._keras import keras
+    from transferlab.training import auto
     from transferlab.training.checkpoint import (
         checkpoint_file,
         commit_checkpoint,
@@ -221,13 +279,17 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
         weight_arrays,
         write_json_atomic,
     )
-    from transferlab.training.finetune import find_base, set_trainable_top
+    from transferlab.training.finetune import find_base, freeze_all, set_trainable_top
     from transferlab.training.head import assemble_classifier, build_head
 
     if prep.config.resize_mode == "auto":
         prep.resize, prep.metadata.extras["resize"] = choose_resize(prep, show_progress)
         prep.metadata.resize = prep.resize.to_dict()
     config, run, state, warm = prep.config, prep.run, prep.state, prep.warm
+    deadline = auto.run_deadline(config.time_budget, state, prep.started) \
+        if config.strategy != "feature-extraction" else None
+    if deadline is not None:
+        logger.info("Time budget %.0f s: the run ends by %s (ETA).", config.time_budget, deadline.eta())
     features, extraction, cache = extract_splits(prep.dataset, prep.backbone, prep.info, prep.resize,
                                                  cache_dir=config.cache_dir, engine=config.engine,
                                                  show_progress=show_progress)
@@ -260,23 +322,45 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
     # ---- optional: fine-tune the top of the backbone on images
     model = assemble_classifier(prep.backbone, head)
     history, boundaries, fine_seconds = dict(head_history), [], 0.0
-    if config.strategy == "fine-tune":
+    phases = [auto.phase_record("frozen features + head", head_history, extraction.seconds + head_seconds)]
+    reserve = auto.evaluation_reserve(len(features["test"]) or len(features["val"]))
+    skip = auto.reason_to_skip(config.strategy, prep.not_tunable, len(features["val"]), deadline, reserve,
+                               resumed_fine_tune=state.get("phase") == "fine-tune")
+    fine_tuned = improved = False
+    if config.strategy == "fine-tune" or (config.strategy == "auto" and not skip):
+        fine_tuned = True
         fine_start = time.perf_counter()
         unfrozen = set_trainable_top(find_base(model), config.unfreeze, config.unfreeze_from)
         logger.info("Fine-tuning %d layer(s) of the backbone (BatchNorm stays frozen): %s%s", len(unfrozen),
                     ", ".join(unfrozen[:8]), " ..." if len(unfrozen) > 8 else "")
         fine_state = state if state["phase"] == "fine-tune" else None
-        fine_history, improved = _fine_tune_phase(model, features, prep.resize, config, run.path, fine_state,
-                                                  prep.dataset.class_names, head_history, show_progress)
-        prep.metadata.fine_tune = {"unfrozen_layers": unfrozen, "improved_validation_loss": improved}
+        views_source = None
+        if config.fine_tune_views:
+            from transferlab.training.cached_top import cut_below
+
+            cut = cut_below(find_base(model), unfrozen)
+            views_source = {"cut": cut, "fingerprint": cache.parts, "cache_root": cache.root} if cut else None
+        budget = None
+        if deadline is not None:
+            budget = {"deadline": deadline, "reserve": reserve, "record": dict((fine_state or {}).get("budget") or {})}
+        fine_history, improved, details = _fine_tune_phase(model, features, prep.resize, config, run.path,
+                                                           fine_state, prep.dataset.class_names, head_history,
+                                                           show_progress, views_source, budget)
+        prep.metadata.fine_tune = {"unfrozen_layers": unfrozen, "improved_validation_loss": improved,
+                                   "cached_bottom": views_source["cut"] if views_source else None, **details}
+        phases.append(auto.phase_record("fine-tune", fine_history, time.perf_counter() - fine_start,
+                                        kept=improved, unfrozen_layers=len(unfrozen)))
         write_json_atomic(run.checkpoint / "state.json",
                           {**read_state(run.path), "complete": True, "head_history": head_history})
-        find_base(model).trainable = False
+        freeze_all(model, config.label_smoothing)
         boundaries = [len(head_history.get("loss", []))]
         for key in set(history) | set(fine_history):
             history[key] = head_history.get(key, [float("nan")] * boundaries[0]) + fine_history.get(key, [])
         fine_seconds = time.perf_counter() - fine_start
-    return FittedRun(model, head, features, extraction, cache, history, boundaries, head_seconds, fine_seconds)
+    prep.metadata.extras["strategy"] = {"name": config.strategy, "time_budget_seconds": config.time_budget,
+                                        **auto.decision(phases, fine_tuned, improved, skip)}
+    return FittedRun(model, head, features, extraction, cache, history, boundaries, head_seconds, fine_seconds,
+                     backbone_changed=fine_tuned and improved, deadline=deadline)
 
 
 def finish_run(prep: PreparedRun, fit: FittedRun) -> Classifier:
@@ -288,12 +372,13 @@ def finish_run(prep: PreparedRun, fit: FittedRun) -> Classifier:
     from transferlab.evaluation.reporting import write_report_safely
     from transferlab.rundir import TRAINING_CURVES_FILE, write_history
     from transferlab.runtimes.keras import KerasRuntime
+    from transferlab.training import auto
     from transferlab.training.head import predict_head
 
     config, run, metadata, class_names = prep.config, prep.run, prep.metadata, prep.dataset.class_names
     clf = Classifier(KerasRuntime(fit.model), class_names, prep.resize, run_dir=run.path,
                      metadata=metadata.to_dict())
-    if config.strategy != "fine-tune":  # frozen backbone: Grad-CAM's feature maps can be cached too
+    if not fit.backbone_changed:  # frozen backbone: Grad-CAM's feature maps can be cached too
         from transferlab.evaluation.gradcam import FeatureMapCache
 
         clf.feature_map_cache = FeatureMapCache(fit.cache.root, fit.cache.parts)
@@ -309,7 +394,7 @@ def finish_run(prep: PreparedRun, fit: FittedRun) -> Classifier:
                        {"history": fit.history, "phase_boundaries": fit.boundaries})
     metrics = None
     if len(eval_records):
-        if config.strategy == "fine-tune":  # the backbone changed: cached features no longer apply
+        if fit.backbone_changed:  # cached features no longer apply
             probs, errors = clf.predict_files([r.path for r in eval_records])
             readable = np.array([i not in errors for i in range(len(eval_records))], dtype=bool)
             y_eval, probs = y_eval[readable], probs[readable]
@@ -342,15 +427,23 @@ def finish_run(prep: PreparedRun, fit: FittedRun) -> Classifier:
                        "head_seconds": round(fit.head_seconds, 3), "fine_tune_seconds": round(fit.fine_seconds, 3)}
     run.write_metadata(metadata)
     clf.metadata = {**metadata.to_dict(), "metrics": metrics}
-    write_report_safely(run.path, clf, max_gallery=config.max_gallery, figures=figures)
+    gallery, deadline = config.max_gallery, fit.deadline
+    if deadline is not None and deadline.left() < auto.evaluation_reserve(0) / 2:
+        logger.info("Time budget: report without the gallery of mistakes (Grad-CAM) to end in time.")
+        gallery = 0
+    write_report_safely(run.path, clf, max_gallery=gallery, figures=figures)
+    if deadline is not None:  # the budget's account includes the report
+        metadata.timing["budget_spent_seconds"] = round(deadline.spent(), 3)
+        run.write_metadata(metadata)
+        clf.metadata = {**metadata.to_dict(), "metrics": metrics}
     if metrics:
         logger.info("\n%s", format_summary(metrics))
     return clf
 
 
 def _run(data, dataset: ImageDataset, config: TrainConfig, run: RunDir, state: dict | None, show_progress: bool,
-         from_model) -> Classifier:
-    prep = prepare_run(data, dataset, config, run, state, from_model)
+         from_model, started: float | None = None) -> Classifier:
+    prep = prepare_run(data, dataset, config, run, state, from_model, started)
     try:
         fit = fit_run(prep, show_progress)
     except (TrainingInterrupted, KeyboardInterrupt):
@@ -403,6 +496,7 @@ def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_pr
     Raises:
         TrainingInterrupted: after Ctrl-C; the run resumes with :func:`resume`.
     """
+    started = time.perf_counter()  # a time budget counts from here, data checks included
     config = (config or TrainConfig()).replace(**settings) if settings else (config or TrainConfig())
     dataset = load_dataset(data, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
                            seed=config.seed, show_progress=show_progress, cache_dir=config.cache_dir)
@@ -412,7 +506,7 @@ def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_pr
     logger.info("Run directory: %s", run.path)
     try:
         with run_lock(run.path), disk_full_guard(run.path):
-            return _run(data, dataset, config, run, None, show_progress, from_model)
+            return _run(data, dataset, config, run, None, show_progress, from_model, started)
     except Exception as exc:
         # Failed before anything resumable existed (e.g. backbone weights unavailable): leave no
         # half-made run directory behind. A run with config.json is kept for --resume.
@@ -434,6 +528,7 @@ def resume(run_dir: str | os.PathLike, *, show_progress: bool = True) -> Classif
     """Continue an interrupted run from its last checkpoint, up to the planned epochs."""
     from transferlab.training.checkpoint import read_state
 
+    started = time.perf_counter()
     run = RunDir(run_dir)
     meta = run.read_metadata()
     if meta.status == "complete":
@@ -448,6 +543,6 @@ def resume(run_dir: str | os.PathLike, *, show_progress: bool = True) -> Classif
                     if state else "no epoch completed yet")
         try:
             with disk_full_guard(run.path):
-                return _run(data, dataset, config, run, state, show_progress, meta.from_model)
+                return _run(data, dataset, config, run, state, show_progress, meta.from_model, started)
         except DiskFullError as exc:
             raise exc.with_hint(_after_full_disk(run.path, True)) from exc

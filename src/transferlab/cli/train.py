@@ -32,7 +32,8 @@ def add_train_options(parser: argparse.ArgumentParser, only: Collection[str] | N
         default = getattr(defaults, f.name)
         text = meta["help"] + (f" (default {default})" if default is not None else "")
         parser.add_argument(meta.get("flag") or "--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                            type=(lambda value, kind=kind: _parse_value(kind, value)) if kind is not str else str,
+                            type=meta.get("parse") or ((lambda value, kind=kind: _parse_value(kind, value))
+                                                       if kind is not str else str),
                             choices=meta.get("choices"), help=text,
                             metavar=None if meta.get("choices") else f.name.upper())
 

@@ -9,60 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
 
 from transferlab._tf import import_tf
+from transferlab.data.augment import AugmentConfig, augment_image  # noqa: F401 (AugmentConfig: public here too)
 from transferlab.data.decode import ImageDecodeError, ResizeConfig, load_image  # noqa: F401 (re-exported)
 from transferlab.errors import ConfigError
 
 logger = logging.getLogger("transferlab")
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Random training augmentation; each transform is off at 0 / False.
-
-    Attributes:
-        flip_horizontal, flip_vertical: random mirror (vertical suits top-down inspection shots).
-        brightness: max absolute brightness change, as a fraction of 255.
-        contrast: contrast factor drawn from [1 - contrast, 1 + contrast].
-        zoom: random crop keeping between (1 - zoom) and 1 of each side, resized back.
-    """
-
-    flip_horizontal: bool = True
-    flip_vertical: bool = False
-    brightness: float = 0.1
-    contrast: float = 0.1
-    zoom: float = 0.1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def augment_image(image, seed, config: AugmentConfig):
-    """Augment one float32 image (H, W, 3) in 0..255 with a stateless seed of shape (2,)."""
-    import tensorflow as tf  # already imported by the caller; plain import keeps AutoGraph quiet
-    image = image / 255.0
-    s = tf.random.experimental.stateless_split(seed, num=5)
-    if config.flip_horizontal:
-        image = tf.image.stateless_random_flip_left_right(image, s[0])
-    if config.flip_vertical:
-        image = tf.image.stateless_random_flip_up_down(image, s[1])
-    if config.zoom > 0:
-        h, w = tf.shape(image)[0], tf.shape(image)[1]
-        u = tf.random.stateless_uniform([3], s[2])
-        keep = 1.0 - config.zoom * u[0]
-        top, left = (1.0 - keep) * u[1], (1.0 - keep) * u[2]
-        box = tf.stack([top, left, top + keep, left + keep])[None]
-        image = tf.image.crop_and_resize(image[None], box, [0], tf.stack([h, w]))[0]
-    if config.brightness > 0:
-        image = tf.image.stateless_random_brightness(image, config.brightness, s[3])
-    if config.contrast > 0:
-        image = tf.image.stateless_random_contrast(image, 1.0 - config.contrast, 1.0 + config.contrast, s[4])
-    return tf.clip_by_value(image, 0.0, 1.0) * 255.0
 
 
 def epoch_permutation(index, n: int, seed: int, epoch):

@@ -240,6 +240,15 @@ def _settings(config: dict | None) -> str:
         parts.append("<h3>Training settings</h3>" + _kv_grid(config["config"]))
     if isinstance(config.get("backbone"), dict):
         parts.append("<h3>Backbone</h3>" + _kv_grid(config["backbone"]))
+    strategy = (config.get("extras") or {}).get("strategy")
+    strategy = strategy if isinstance(strategy, dict) else None
+    if strategy and strategy.get("phases"):
+        rows = [[_e(p.get("phase"))] + [_fmt(p.get(k, "")) for k in
+                                         ("epochs", "seconds", "val_loss", "val_accuracy", "gain_val_accuracy")]
+                for p in strategy["phases"]]
+        parts.append(f"<h3>Strategy {_e(strategy.get('name'))}: kept the {_e(strategy.get('kept'))} model</h3>"
+                     f"<p>{_e(strategy.get('why'))}</p>"
+                     + _table(["phase", "epochs", "seconds", "val loss", "val accuracy", "val accuracy gained"], rows))
     extra = {k: config[k] for k in ("resize", "feature_cache", "timing", "versions", "created") if k in config}
     if extra:
         parts.append("<h3>Input, cache, timing, versions</h3>" + _kv_grid(extra))

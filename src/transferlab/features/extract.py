@@ -17,7 +17,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -115,6 +115,8 @@ def extract_features(
     out: np.ndarray | None = None,
     show_progress: bool = True,
     desc: str = "Extracting features",
+    transform: Callable[[np.ndarray, list[str]], np.ndarray] | None = None,
+    parity_tolerance: float = PARITY_TOLERANCE,
 ) -> ExtractionResult:
     """Return features for every image, computing only what the cache lacks.
 
@@ -126,6 +128,10 @@ def extract_features(
         cache: the feature cache for this backbone setting.
         engine: "auto" (ONNX Runtime if it matches Keras, else Keras), "onnx" or "keras".
         out: optional preallocated (N, D) float32 array, e.g. a ``numpy.memmap``.
+        transform: ``transform(images uint8 (B, S, S, 3), keys of those rows) -> float32 images``
+            applied before the model, e.g. the seeded augmentation of a cached view (the keys
+            then name the view, so the cache never mixes views).
+        parity_tolerance: largest absolute difference to Keras accepted from ONNX Runtime.
     """
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}.")
@@ -154,7 +160,7 @@ def extract_features(
     runner = _make_engine(engine, model, cache, resize.size)
     if runner.name == "onnx":
         result.parity_max_abs_diff = runner.recorded_parity()
-        if result.parity_max_abs_diff is not None and result.parity_max_abs_diff > PARITY_TOLERANCE:
+        if result.parity_max_abs_diff is not None and result.parity_max_abs_diff > parity_tolerance:
             runner = KerasRuntime(model)  # this backbone's ONNX was found inexact before
     batch_size = batch_size or (_ONNX_BATCH if runner.name == "onnx" else _KERAS_BATCH)
     todo_paths = [paths[rows_by_key[key][0]] for key in todo]
@@ -172,15 +178,17 @@ def extract_features(
             for i, reason in errors.items():  # a file broke since it was checked: leave its row missing
                 logger.warning("skipped %s: %s", todo_paths[i], reason)
             if index:
-                batch_features = runner(images.astype(np.float32))
+                inputs = images.astype(np.float32) if transform is None else \
+                    np.asarray(transform(images, [todo[i] for i in index]), np.float32)
+                batch_features = runner(inputs)
                 if runner.name == "onnx" and result.parity_max_abs_diff is None:
-                    reference = KerasRuntime(model)(images.astype(np.float32))
+                    reference = KerasRuntime(model)(inputs)
                     diff = float(np.max(np.abs(reference - batch_features)))
                     result.parity_max_abs_diff = diff
                     runner.record_parity(diff)
-                    if diff > PARITY_TOLERANCE:
+                    if diff > parity_tolerance:
                         logger.info("ONNX features differ from Keras by %.2e (> %.0e); using Keras.", diff,
-                                    PARITY_TOLERANCE)
+                                    parity_tolerance)
                         runner, batch_features = KerasRuntime(model), reference
                 writes.append(writer.submit(store, [todo[i] for i in index], batch_features))
                 while len(writes) > _WRITES_AHEAD:  # bounded: a memory-mapped `out` stays the only copy

@@ -14,28 +14,31 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from transferlab.data.augment import AUGMENT_PRESETS, AugmentConfig
 from transferlab.data.decode import INTERPOLATIONS, RESIZE_MODES
-from transferlab.data.pipeline import AugmentConfig
 from transferlab.data.split import check_fractions
 from transferlab.errors import ConfigError
 from transferlab.features.extract import ENGINES
+from transferlab.training.duration import parse_duration
 from transferlab.training.imbalance import CLASS_WEIGHT_CHOICES
 
-Strategy = Literal["feature-extraction", "fine-tune"]
+Strategy = Literal["feature-extraction", "fine-tune", "auto"]
 Schedule = Literal["constant", "cosine", "plateau"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 
 DEFAULT_TARGET_RECALL = 0.95  # --good-class without --target-recall
 
-# Settings that only take effect with strategy "fine-tune".
+# Settings that only take effect with strategy "fine-tune" (or "auto", which may fine-tune).
 FINE_TUNE_SETTINGS = ("unfreeze", "unfreeze_from", "fine_tune_epochs", "fine_tune_lr", "fine_tune_batch_size",
-                      "schedule", "warmup_epochs", "augment")
+                      "fine_tune_patience", "fine_tune_views", "weight_decay", "layer_decay", "clip_norm",
+                      "schedule", "warmup_epochs", "augment", "time_budget")
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
             minimum: float | None = None, maximum: float | None = None, exclusive_max: bool = False,
-            flag: str | None = None, cli: bool = True, default_factory: Any = dataclasses.MISSING) -> Any:
+            flag: str | None = None, cli: bool = True, default_factory: Any = dataclasses.MISSING,
+            parse: Any = None) -> Any:
     """A :class:`TrainConfig` field with its constraint and help, declared once.
 
     Args:
@@ -44,10 +47,11 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tupl
         choices: the allowed values (None is always allowed when the field's type admits it).
         minimum, maximum: inclusive numeric bounds (``exclusive_max`` makes the upper one strict).
         flag: the CLI option (default: ``--`` + the field name with dashes).
-        cli: False for settings that have no plain option (e.g. ``augment``).
+        cli: False for settings that have no plain option.
+        parse: how the CLI turns the option's text into the value (default: the field's type).
     """
     metadata = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum,
-                "exclusive_max": exclusive_max, "flag": flag, "cli": cli}
+                "exclusive_max": exclusive_max, "flag": flag, "cli": cli, "parse": parse}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -107,18 +111,32 @@ class TrainConfig:
     uncertain_below: float | None = setting(None, "predictions whose top probability is below this come back "
                                                   "as 'uncertain', for a person to check", minimum=0.0, maximum=1.0)
     patience: int = setting(10, "early stopping patience in epochs on validation loss", minimum=0)
-    # ---- fine-tuning (strategy "fine-tune")
-    strategy: str = setting("feature-extraction", "train the head on frozen features, or fine-tune the backbone's "
-                                                  "top after it", choices=STRATEGIES)
-    unfreeze: str = setting("20", "fine-tune: 'all' or the number of top backbone layers with weights")
+    # ---- fine-tuning (strategy "fine-tune"; "auto" fine-tunes when it pays, within time_budget)
+    strategy: str = setting("feature-extraction", "train the head on frozen features, fine-tune the backbone's "
+                                                  "top after it, or auto: the head first, then fine-tuning kept "
+                                                  "only if it improves validation, fitted to --time-budget",
+                            choices=STRATEGIES)
+    time_budget: float | None = setting(None, "auto/fine-tune: seconds for the whole run, e.g. 600, 10m, 1h30m; "
+                                              "fine-tuning epochs are fitted to it", minimum=0.0,
+                                        parse=parse_duration)
+    unfreeze: str = setting("16", "fine-tune: 'all' or the number of top backbone layers with weights (16: "
+                                  "EfficientNet-Lite0's last 5 blocks and head conv)")
     unfreeze_from: str | None = setting(None, "fine-tune: unfreeze this layer and all above it")
-    fine_tune_epochs: int = setting(5, "fine-tune epochs", minimum=0)
-    fine_tune_lr: float | None = setting(None, "fine-tune learning rate (default: head rate / 10)", minimum=0.0)
+    fine_tune_epochs: int = setting(10, "most fine-tune epochs; early stopping often ends sooner", minimum=0)
+    fine_tune_lr: float | None = setting(None, "fine-tune learning rate (default: head rate / 2)", minimum=0.0)
     fine_tune_batch_size: int = setting(16, "fine-tune batch size", minimum=1)
+    fine_tune_patience: int = setting(3, "fine-tune early stopping patience on validation loss (0: off)", minimum=0)
+    fine_tune_views: int = setting(4, "fine-tune only the top on this many cached augmented views of the frozen "
+                                      "bottom (0: stream images; all layers always stream)", minimum=0)
+    weight_decay: float = setting(0.05, "fine-tune AdamW weight decay", minimum=0.0)
+    layer_decay: float = setting(0.85, "fine-tune rate factor per block downwards (1: every layer at the full rate)",
+                                 minimum=0.0, maximum=1.0)
+    clip_norm: float = setting(1.0, "fine-tune global gradient-norm clipping (0: none)", minimum=0.0)
     schedule: str = setting("cosine", "fine-tune learning-rate schedule (cosine has a warm-up)", choices=SCHEDULES)
     warmup_epochs: int = setting(1, "fine-tune warm-up epochs of the cosine schedule", minimum=0)
-    augment: AugmentConfig | None = setting(help="fine-tune augmentation (None: off)", cli=False,
-                                            default_factory=AugmentConfig)
+    augment: AugmentConfig | str | None = setting(
+        "standard", "fine-tune augmentation preset: " + ", ".join(AUGMENT_PRESETS) + " (micrograph and aerial add "
+        "vertical flips and 90-degree turns; Python: also an AugmentConfig)", parse=str)
     # ---- run
     engine: str = setting("auto", "feature extraction engine", choices=ENGINES)
     tensorboard: bool = setting(False, "write TensorBoard logs to RUN/tensorboard", cli=False)
@@ -151,6 +169,12 @@ class TrainConfig:
         if self.learning_rate <= 0 or (self.fine_tune_lr is not None and self.fine_tune_lr <= 0):
             raise ConfigError(f"learning rates must be > 0, got learning_rate={self.learning_rate!r}, "
                               f"fine_tune_lr={self.fine_tune_lr!r}.")
+        if self.layer_decay <= 0:
+            raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay!r}.")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ConfigError(f"time_budget must be more than 0 seconds, got {self.time_budget!r}.")
+        if not (self.augment is None or isinstance(self.augment, AugmentConfig) or self.augment in AUGMENT_PRESETS):
+            raise ConfigError(f"augment must be one of {', '.join(AUGMENT_PRESETS)} (or None), got {self.augment!r}.")
         if self.crop_fraction is not None and self.crop_fraction <= 0:
             raise ConfigError(f"crop_fraction must be in (0, 1], got {self.crop_fraction!r}.")
         if self.target_recall is not None and self.good_class is None:
@@ -179,7 +203,7 @@ class TrainConfig:
 
     def ignored_settings(self) -> list[str]:
         """Settings that differ from their defaults but have no effect with this strategy."""
-        if self.strategy == "fine-tune":
+        if self.strategy in ("fine-tune", "auto"):
             return []
         defaults = TrainConfig()
         return [name for name in FINE_TUNE_SETTINGS if getattr(self, name) != getattr(defaults, name)]
@@ -196,7 +220,7 @@ def check_setting(f: dataclasses.Field, value: Any) -> None:
     """Check one value against its field's declared type, choices and range."""
     meta, kind = f.metadata, field_type(f)
     if value is None:
-        if f.default is None or f.default_factory is not dataclasses.MISSING:
+        if type(None) in get_args(typing.get_type_hints(TrainConfig)[f.name]):  # its type admits None
             return
         raise ConfigError(f"{f.name} must not be None.")
     if kind in (int, float):
