@@ -19,10 +19,12 @@ def _parse_value(kind: type, text: str):
     return kind(text)
 
 
-def add_train_options(parser: argparse.ArgumentParser) -> None:
-    """One ``--option`` per CLI setting of :class:`TrainConfig`, defaulting to "not given"."""
+def add_train_options(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
+    """One ``--option`` per CLI setting of :class:`TrainConfig` (or those in ``names``), defaulting to "not given"."""
     defaults = TrainConfig()
     for f in cli_settings():
+        if names is not None and f.name not in names:
+            continue
         kind = field_type(f)
         meta = f.metadata
         default = getattr(defaults, f.name)
@@ -31,6 +33,13 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
                             type=(lambda value, kind=kind: _parse_value(kind, value)) if kind is not str else str,
                             choices=meta.get("choices"), help=text,
                             metavar=None if meta.get("choices") else f.name.upper())
+
+
+def add_ray_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ray", nargs="?", const="auto", default=None, metavar="auto|local|ADDRESS",
+                        help="extract features on a Ray cluster (transferlab[ray]): alone or 'auto' for the running "
+                             "cluster (RAY_ADDRESS, `ray start`) else a local one, 'local', or HOST:PORT; the cache "
+                             "dir must be shared by every node")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -48,6 +57,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         settings["augment"] = None
     if args.tensorboard:
         settings["tensorboard"] = True
+    if args.ray:
+        from transferlab.distributed import import_ray
+
+        import_ray()  # says what to install before any work
+        settings["ray"] = args.ray
     try:
         if args.resume:
             if args.data or len(settings) > 1:
@@ -79,6 +93,7 @@ def register(subparsers) -> None:
     add_train_options(p)
     p.add_argument("--no-augment", action="store_true", help="fine-tune without flip/brightness/contrast/zoom")
     p.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to RUN/tensorboard")
+    add_ray_option(p)
     p.add_argument("--from", dest="from_model", metavar="MODEL",
                    help="start from a saved model (run dir or .keras): same classes continue, new classes get a "
                         "new head")

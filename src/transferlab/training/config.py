@@ -108,6 +108,8 @@ class TrainConfig:
                                             default_factory=AugmentConfig)
     # ---- run
     engine: str = setting("auto", "feature extraction engine", choices=ENGINES)
+    ray: str | None = setting(None, "extract features on a Ray cluster: 'auto', 'local' or its address "
+                                    "(`--ray` alone: auto)", cli=False)
     tensorboard: bool = setting(False, "write TensorBoard logs to RUN/tensorboard", cli=False)
     max_gallery: int = setting(48, "misclassified images shown in report.html", minimum=0)
     cache_dir: str | None = setting(None, "feature cache folder (default: user cache dir or $TRANSFERLAB_CACHE_DIR)")
@@ -137,6 +139,9 @@ class TrainConfig:
         if self.crop_fraction is not None and self.crop_fraction <= 0:
             raise ConfigError(f"crop_fraction must be in (0, 1], got {self.crop_fraction!r}.")
         check_fractions(self.val_fraction, self.test_fraction)
+        if self.ray and self.engine == "keras":
+            raise ConfigError("ray runs the backbone under ONNX Runtime on the workers; engine 'keras' runs only in "
+                              "this process: drop one of them.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
