@@ -7,10 +7,11 @@ default backbone EfficientNet-Lite0 at 224 px:
    under ONNX Runtime at batch 16 with 1 and with all threads;
 2. the in-process path (``transferlab.features.fill_cache``) into an empty cache: images/s;
 3. Ray (``transferlab.distributed.fill_cache_ray``) on a local one-node cluster of all CPUs into
-   an empty cache, twice (the second run finds Ray's worker processes warm): images/s end to
-   end, the steady rate after the first result, the start-up (connect, actors, first round trip)
-   and Ray's added cost per image at the steady rate;
-4. that the Ray-filled cache holds byte-for-byte the in-process entries.
+   an empty cache;
+4. both paths on a quarter of the images and on all of them: the line seconds = fixed + N / rate
+   through the two runs gives each path's throughput (rate) and fixed cost per run, so Ray's
+   added time per run (start-up, scheduling) and added cost per image come apart;
+5. that the Ray-filled cache holds byte-for-byte the in-process entries.
 
 The ratios compare runs of the same process minutes apart; on a shared machine the load average
 (printed before and after) moves the absolute figures, so read the ratios.
@@ -101,44 +102,59 @@ def main() -> int:
             (cache.directory / src.name).write_bytes(src.read_bytes())
         return cache
 
-    reference = fresh("in-process")
-    in_process = fill_cache(paths, keys, model, resize, reference, show_progress=False)
-    print(f"in-process: {in_process.misses} images in {in_process.seconds:.1f} s "
-          f"({in_process.images_per_second:.1f} img/s)", flush=True)
+    def fit(points: list[dict]) -> tuple[float, float]:
+        """(fixed seconds per run, images/s) of the line seconds = fixed + images / rate through two runs."""
+        (n1, t1), (n2, t2) = [(q["images"], q["seconds"]) for q in points]
+        per_image = (t2 - t1) / (n2 - n1)
+        return t1 - n1 * per_image, 1.0 / per_image
+
+    sizes = [max(32, len(paths) // 4), len(paths)]
+    in_process, reference = [], None
+    for n in sizes:
+        reference = fresh(f"in-process-{n}")
+        r = fill_cache(paths[:n], keys[:n], model, resize, reference, show_progress=False)
+        in_process.append({"images": n, "seconds": round(r.seconds, 2), "images_per_second": round(r.images_per_second, 1)})
+        print(f"in-process: {json.dumps(in_process[-1])}", flush=True)
 
     t = time.perf_counter()
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
     init_seconds = time.perf_counter() - t
-    runs = []
-    for i in range(2):
-        cache = fresh(f"ray-{i}")
-        r = fill_cache_ray(paths, keys, model, resize, cache, show_progress=False)
-        first_batch = 16
-        steady = (r.misses - first_batch) / max(1e-9, r.seconds - r.startup_seconds)
-        runs.append({"seconds": round(r.seconds, 2), "startup_seconds": round(r.startup_seconds, 2),
-                     "images_per_second": round(r.images_per_second, 1),
-                     "steady_images_per_second": round(steady, 1), "actors": r.workers, "misses": r.misses,
-                     "failed": len(r.failed)})
-        print(f"ray run {i + 1}: {json.dumps(runs[-1])}", flush=True)
+    # A first, cold run (worker processes not started yet) is what a fresh cluster costs once;
+    # the measured runs below find the workers warm, as every later run of a session does.
+    t = time.perf_counter()
+    fill_cache_ray(paths[-32:], keys[-32:], model, resize, fresh("ray-cold"), show_progress=False)
+    cold_seconds = time.perf_counter() - t
+    ray_runs, cache = [], None
+    for n in sizes:
+        cache = fresh(f"ray-{n}")
+        r = fill_cache_ray(paths[:n], keys[:n], model, resize, cache, show_progress=False)
+        ray_runs.append({"images": n, "seconds": round(r.seconds, 2), "images_per_second": round(r.images_per_second, 1),
+                         "first_results_after_seconds": round(r.startup_seconds, 2), "actors": r.workers,
+                         "failed": len(r.failed)})
+        print(f"ray: {json.dumps(ray_runs[-1])}", flush=True)
     ray.shutdown()
     same = sum((cache.directory / p.relative_to(reference.directory)).read_bytes() == p.read_bytes()
                for p in reference.directory.rglob("*.feat"))
 
-    base = in_process.images_per_second
-    warm_run = runs[-1]
+    ip_fixed, ip_rate = fit(in_process)
+    ray_fixed, ray_rate = fit(ray_runs)
     result = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "ray": ray.__version__, "load_average_before": load_before},
         "data": [str(d) for d in args.data], "images": len(paths), "backbone": "efficientnet_lite0",
         "cpu_costs": costs,
-        "in_process": {"seconds": round(in_process.seconds, 2), "images_per_second": round(base, 1)},
-        "ray_init_seconds": round(init_seconds, 2),
-        "ray_runs": runs,
-        "ratio_ray_to_in_process_end_to_end": round(warm_run["images_per_second"] / base, 3),
-        "ratio_ray_to_in_process_steady": round(warm_run["steady_images_per_second"] / base, 3),
-        "ray_added_seconds_per_run": round(warm_run["seconds"] - in_process.seconds, 2),
-        "ray_added_ms_per_image_steady": round(1000 / warm_run["steady_images_per_second"] - 1000 / base, 2),
-        "entries_byte_identical": f"{same}/{in_process.misses}",
+        "in_process_runs": in_process,
+        "ray_init_seconds_local_cluster": round(init_seconds, 2),
+        "ray_first_cold_run_seconds_32_images": round(cold_seconds, 2),
+        "ray_runs": ray_runs,
+        "in_process_fit": {"fixed_seconds": round(ip_fixed, 2), "images_per_second": round(ip_rate, 1)},
+        "ray_fit": {"fixed_seconds": round(ray_fixed, 2), "images_per_second": round(ray_rate, 1)},
+        "ratio_ray_to_in_process_throughput": round(ray_rate / ip_rate, 3),
+        "ratio_ray_to_in_process_end_to_end_full_set": round(ray_runs[-1]["images_per_second"]
+                                                             / in_process[-1]["images_per_second"], 3),
+        "ray_added_seconds_per_run": round(ray_fixed - ip_fixed, 2),
+        "ray_added_ms_per_image": round(1000 / ray_rate - 1000 / ip_rate, 2),
+        "entries_byte_identical": f"{same}/{len(set(keys))}",
         "load_average_after": load_average(),
     }
     print(json.dumps(result, indent=2))
