@@ -115,16 +115,30 @@ def test_a_restarted_run_computes_only_what_is_missing_and_trusts_no_broken_entr
     assert_same_as_reference(cache, reference, keys)
 
 
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rpartition(")")[2].split()[1])  # the field after the (command name) and the state
+
+
 def _actor_pids() -> set[int]:
-    """Processes of the backbone actors (Ray titles them after the actor class)."""
+    """Processes of this cluster's backbone actors (Ray titles them after the actor class).
+
+    Only descendants of this test process (its nodes' raylets start the workers): a cluster of
+    another test process on the same machine is left alone.
+    """
     pids = set()
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and b"_Backbone" in (proc / "cmdline").read_bytes():
-                pids.add(int(proc.name))
-        except OSError:
+            if not proc.name.isdigit() or b"_Backbone" not in (proc / "cmdline").read_bytes():
+                continue
+            pid = ancestor = int(proc.name)
+            while ancestor > 1 and ancestor != os.getpid():
+                ancestor = _parent(ancestor)
+            if ancestor == os.getpid() and pid != os.getpid():
+                pids.add(pid)
+        except (OSError, ValueError, IndexError):
             continue
-    return pids - {os.getpid()}
+    return pids
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the actor's process through /proc")
