@@ -62,6 +62,9 @@ BACKBONE_SHARE = 0.75  # of each node's CPUs, reserved by its backbone actor(s)
 MAX_ACTOR_THREADS = 8  # ONNX Runtime scales poorly past ~8 threads at batch 16: more actors instead
 
 
+SHARED_HINT = "--cache-dir must be a shared path that every Ray node mounts and can write"
+
+
 class SharedCacheError(TransferlabError, OSError):
     """A Ray worker cannot read or write the feature cache: it must be on a path every node mounts."""
 
@@ -202,14 +205,13 @@ class _Backbone:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise SharedCacheError(f"{_where()} cannot write the feature cache {cache_root} ({exc}): --cache-dir "
-                                   "must be a shared path that every Ray node mounts and can write.") from None
+            raise SharedCacheError(f"{_where()} cannot write the feature cache {cache_root} ({exc}): "
+                                   f"{SHARED_HINT}.") from None
         if self.cache.fingerprint != fingerprint:
             raise ConfigError(f"Feature cache fingerprint differs on {_where()}: install the same transferlab on "
                               "every node.")
         if not Path(onnx_path).is_file():
-            raise SharedCacheError(f"{_where()} does not see {onnx_path}: --cache-dir must be a shared path that "
-                                   "every Ray node mounts.")
+            raise SharedCacheError(f"{_where()} does not see {onnx_path}: {SHARED_HINT}.")
         self.runtime = OnnxRuntime(onnx_path, threads=threads)
 
     def __call__(self, batch: dict) -> dict:
@@ -221,8 +223,7 @@ class _Backbone:
                     self.cache.put(str(key), vector)
                 except OSError as exc:
                     raise SharedCacheError(f"{_where()} cannot write the feature cache {self.cache.directory} "
-                                           f"({exc}): --cache-dir must be a shared path that every Ray node mounts "
-                                           "and can write.") from None
+                                           f"({exc}): {SHARED_HINT}.") from None
         return {"key": batch["key"], "path": batch["path"], "error": batch["error"]}
 
 
