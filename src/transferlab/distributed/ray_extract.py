@@ -181,21 +181,13 @@ def _decode_batch(batch: dict, resize: ResizeConfig) -> dict:
 
 
 class _Backbone:
-    """Ray Data actor: one ONNX Runtime session, features written straight into the shared cache.
+    """Ray Data actor: one ONNX Runtime session, features written straight into the shared cache."""
 
-    Its settings are a class attribute of a per-run subclass (:func:`_backbone_actor`), not
-    constructor arguments: Ray Data keeps those in the object store, and Ray core then logs an
-    error-level warning on every run that restarting actors could lose them (ray#53727).
-    """
-
-    settings: dict = {}
-
-    def __init__(self):
+    def __init__(self, onnx_path: str, cache_root: str, parts: dict, fingerprint: str, threads: int,
+                 version: str):
         from transferlab import __version__
         from transferlab.runtimes.exported import OnnxRuntime
 
-        onnx_path, cache_root, parts, fingerprint, threads, version = (self.settings[k] for k in (
-            "onnx_path", "cache_root", "parts", "fingerprint", "threads", "version"))
         if version != __version__:  # another decoder or resize could change features under the same key
             raise ConfigError(f"transferlab {__version__} on {_where()}, {version} on the driver: install the "
                               "same version on every node.")
@@ -225,11 +217,6 @@ class _Backbone:
                     raise SharedCacheError(f"{_where()} cannot write the feature cache {self.cache.directory} "
                                            f"({exc}): {SHARED_HINT}.") from None
         return {"key": batch["key"], "path": batch["path"], "error": batch["error"]}
-
-
-def _backbone_actor(**settings) -> type:
-    """A :class:`_Backbone` subclass carrying this run's settings (pickled by value, with the UDF)."""
-    return type("_Backbone", (_Backbone,), {"settings": settings, "__module__": __name__})
 
 
 def _user_error(exc: BaseException) -> TransferlabError | None:
@@ -333,9 +320,12 @@ def fill_cache_ray(paths: Sequence[str], keys: Sequence[str], model, resize: Res
         ds = ray.data.from_items(items, override_num_blocks=blocks)
         ds = ds.map_batches(_decode_batch, fn_kwargs={"resize": resize}, batch_size=batch_size,
                             batch_format="numpy", num_cpus=plan.decode_cpus)
-        actor = _backbone_actor(onnx_path=str(runner.path), cache_root=str(cache.root), parts=cache.parts,
-                                fingerprint=cache.fingerprint, threads=plan.threads, version=__version__)
-        ds = ds.map_batches(actor, compute=ray.data.ActorPoolStrategy(size=plan.actors), num_cpus=plan.actor_cpus,
+        # Ray core logs one "constructor arguments in the object store" line per actor here: Ray
+        # Data keeps the UDF there (ray#53727); harmless, restarts of killed actors are tested.
+        ds = ds.map_batches(_Backbone, fn_constructor_kwargs={
+            "onnx_path": str(runner.path), "cache_root": str(cache.root), "parts": cache.parts,
+            "fingerprint": cache.fingerprint, "threads": plan.threads, "version": __version__},
+            compute=ray.data.ActorPoolStrategy(size=plan.actors), num_cpus=plan.actor_cpus,
             batch_size=batch_size, batch_format="numpy")
         first_at = None
         with progress_bar(total=len(items), desc="Extracting features (Ray)", unit="img",
