@@ -37,6 +37,24 @@ def save_tiny_cnn(path: Path, num_classes: int = 4, size: int = TINY_SIZE, seed:
     return path
 
 
+def save_tiny_savedmodel(path: Path, size: int = 16, dim: int = 5, seed: int = 1) -> Path:
+    """A TF SavedModel feature extractor (like a TF-Hub module): (N, size, size, 3) -> {"feature_vector": (N, dim)}."""
+    import tensorflow as tf
+
+    class Module(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(tf.random.stateless_normal((3, dim), seed=(seed, 0)) / 255.0)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+        def __call__(self, x):
+            return {"feature_vector": tf.reduce_mean(tf.tensordot(x, self.w, 1), axis=[1, 2])}
+
+    module = Module()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.__call__})
+    return path
+
+
 def save_tiny_onnx_classifier(path: Path, class_names: list[str], size: int = TINY_SIZE) -> Path:
     """An ONNX classifier built with the ``onnx`` helpers alone (no TensorFlow): uint8 image
     (N, size, size, 3) -> mean colour per channel -> linear -> softmax ``probabilities``.

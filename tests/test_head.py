@@ -122,5 +122,8 @@ def test_throttled_head_checkpoint_writes_last_epoch_with_matching_best_weights(
     assert state["epochs_done"] == 7 and len(state["history"]["val_loss"]) == 7
     best_epoch = state["early_stopping"]["best_epoch"]
     assert state["history"]["val_loss"][best_epoch] == min(state["history"]["val_loss"])
-    with np.load(tmp_path / "checkpoint" / "best.npz") as best:
+    from transferlab.training.checkpoint import checkpoint_file
+
+    assert checkpoint_file(tmp_path, "best", state).name == state["files"]["best"]  # committed together
+    with np.load(checkpoint_file(tmp_path, "best", state)) as best:
         np.testing.assert_allclose(best["w0"], early.best_weights[0])

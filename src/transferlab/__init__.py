@@ -9,8 +9,8 @@ The one-call path::
 and the parts under it, one module per stage: :mod:`transferlab.data` (find, check, split,
 stream), :mod:`transferlab.backbones` (pretrained networks), :mod:`transferlab.features`
 (bottleneck cache), :mod:`transferlab.training`, :mod:`transferlab.evaluation`,
-:mod:`transferlab.export` and :mod:`transferlab.inference`; :mod:`transferlab.api` runs them
-in order, and :mod:`transferlab.cli` is a thin layer over it.
+:mod:`transferlab.export` and :mod:`transferlab.inference`; :mod:`transferlab.audit` checks a
+dataset; :mod:`transferlab.api` runs them in order, and :mod:`transferlab.cli` is a thin layer over it.
 
 Attributes are imported lazily so that ``import transferlab`` stays fast and does not import
 TensorFlow (ONNX/TFLite prediction works without it).
@@ -51,6 +51,7 @@ _LAZY = {
     "Predictor": "transferlab.inference:Predictor",
     "TransferlabError": "transferlab.errors:TransferlabError",
     "TrainConfig": "transferlab.training.config:TrainConfig",
+    "audit": "transferlab.audit",  # a package that is also callable: transferlab.audit("photos/")
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
@@ -63,8 +64,9 @@ def __getattr__(name: str) -> Any:
     target = _LAZY.get(name)
     if target is None:
         raise AttributeError(f"module 'transferlab' has no attribute {name!r}")
-    module_name, attr = target.split(":")
-    value = getattr(importlib.import_module(module_name), attr)
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    value = getattr(module, attr) if attr else module
     globals()[name] = value
     return value
 

@@ -18,8 +18,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from transferlab.data.decode import ImageDecodeError, ResizeConfig, resize_image
+from transferlab.data.files import describe, display_path
 from transferlab.data.loader import iter_file_batches
-from transferlab.data.sources import walk_files
+from transferlab.data.sources import walk_entries
 from transferlab.errors import ConfigError, MissingFileError, ModelFormatError
 from transferlab.progress import progress_bar
 from transferlab.rundir import CONFIG_FILE, LABELS_FILE, MODEL_CARD_FILE, MODEL_FILE, read_json, read_labels
@@ -46,25 +47,41 @@ class Prediction:
 
 
 # ------------------------------------------------------------------ inputs
-def expand_paths(items: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
-    """Files, folders (searched recursively, hidden files skipped) and globs -> sorted file list."""
+def expand_entries(items: str | os.PathLike | Iterable[str | os.PathLike]) -> list[tuple[str, str | None]]:
+    """Files, folders (searched recursively, hidden files skipped) and globs -> ``(path, problem)``.
+
+    ``problem`` is None for a regular file, else why the path cannot be read (a FIFO, a link
+    that loops or points nowhere, ...: see :func:`transferlab.data.sources.walk_entries`); such
+    paths are never opened. A named path that is not there raises FileNotFoundError.
+    """
     if isinstance(items, (str, os.PathLike)):
         items = [items]
-    files: list[str] = []
+    entries: list[tuple[str, str | None]] = []
     for item in items:
-        text = str(item)
-        path = Path(text)
-        if path.is_dir():
-            files.extend(str(f) for f in walk_files(path))
-        elif path.exists():
-            files.append(text)
+        text = os.fspath(item)
+        found = describe(text)
+        if found.kind == "dir":
+            entries.extend((str(f), problem) for f, problem in walk_entries(Path(text)))
+        elif found.kind == "file" or os.path.lexists(text):
+            entries.append((text, found.reason or None))
         elif any(ch in text for ch in "*?["):
             matches = sorted(glob.glob(text, recursive=True))
             if not matches:
-                raise MissingFileError(f"No file matches the pattern {text!r}.")
-            files.extend(m for m in matches if os.path.isfile(m))
+                raise MissingFileError(f"No file matches the pattern {display_path(text)!r}.")
+            entries.extend((m, describe(m).reason or None) for m in matches if describe(m).kind != "dir")
         else:
-            raise MissingFileError(f"No such file or folder: {text}")
+            raise MissingFileError(f"No such file or folder: {display_path(text)}")
+    return entries
+
+
+def expand_paths(items: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    """The readable regular files of :func:`expand_entries`, in order; the others are logged."""
+    files = []
+    for path, problem in expand_entries(items):
+        if problem is None:
+            files.append(path)
+        else:
+            logger.warning("skipped %s: %s", display_path(path), problem)
     return files
 
 
@@ -152,12 +169,17 @@ class Predictor:
         if isinstance(images, np.ndarray):
             probs = self.predict_proba(images, batch_size=batch_size)
             return [self._prediction(f"array[{i}]", p, top_k) for i, p in enumerate(probs)]
-        paths = expand_paths(images)
-        probs, errors = self.predict_files(paths, batch_size=batch_size, show_progress=show_progress)
+        entries = expand_entries(images)
+        readable = [i for i, (_, problem) in enumerate(entries) if problem is None]
+        probs, read_errors = self.predict_files([entries[i][0] for i in readable], batch_size=batch_size,
+                                                show_progress=show_progress)
+        errors = {i: problem for i, (_, problem) in enumerate(entries) if problem is not None}
+        errors.update({readable[j]: reason for j, reason in read_errors.items()})
+        rows = {i: j for j, i in enumerate(readable)}
         for i, reason in sorted(errors.items()):
-            logger.warning("cannot read %s: %s", paths[i], reason)
-        return [Prediction(path, error=errors[i]) if i in errors else self._prediction(path, probs[i], top_k)
-                for i, path in enumerate(paths)]
+            logger.warning("cannot read %s: %s", display_path(entries[i][0]), reason)
+        return [Prediction(path, error=errors[i]) if i in errors else self._prediction(path, probs[rows[i]], top_k)
+                for i, (path, _) in enumerate(entries)]
 
     def _prediction(self, source: str, probs: np.ndarray, top_k: int) -> Prediction:
         order = np.argsort(-probs)[:top_k]
@@ -192,7 +214,7 @@ def locate_model(path: str | os.PathLike) -> tuple[Path, str]:
     raise ModelFormatError(f"Unknown model format {suffix or path.name!r}. {what}")
 
 
-def _open_runtime(model_path: Path, fmt: str, safe_mode: bool):
+def _open_runtime(model_path: Path, fmt: str, safe_mode: bool, run_config: dict | None = None):
     if fmt == "onnx":
         from transferlab.runtimes.exported import OnnxRuntime
 
@@ -205,10 +227,11 @@ def _open_runtime(model_path: Path, fmt: str, safe_mode: bool):
         from transferlab.runtimes.exported import SavedModelRuntime
 
         return SavedModelRuntime(model_path)
-    from transferlab._keras import keras
+    from transferlab.backbones.trusted import load_run_model
     from transferlab.runtimes.keras import KerasRuntime
 
-    return KerasRuntime(keras.models.load_model(model_path, compile=False, safe_mode=safe_mode))
+    # The run's own SavedModel backbone loads in safe mode when its content hash still matches.
+    return KerasRuntime(load_run_model(model_path, safe_mode=safe_mode, run_config=run_config))
 
 
 def _metadata_dirs(model_path: Path, fmt: str) -> list[Path]:
@@ -230,11 +253,12 @@ def load(path: str | os.PathLike, *, safe_mode: bool = True, cls: type[Predictor
     Class names and the resize come from the files next to the model, nearest first:
     ``labels.txt``, ``model_card.json`` (export folder), then the run's ``config.json``.
     ``safe_mode`` (Keras files only) stays on unless you trust the file: loading can run code from it.
+    A run trained on a SavedModel backbone loads in safe mode while that SavedModel is unchanged
+    (content hash in the run's ``config.json``; see :mod:`transferlab.backbones.trusted`).
     ``cls`` is the class to return (default :class:`Predictor`; :func:`transferlab.load` asks for
     :class:`transferlab.Classifier`).
     """
     model_path, fmt = locate_model(path)
-    runtime = _open_runtime(model_path, fmt, safe_mode)
     dirs = _metadata_dirs(model_path, fmt)
 
     def nearest(name: str) -> Path | None:
@@ -242,6 +266,7 @@ def load(path: str | os.PathLike, *, safe_mode: bool = True, cls: type[Predictor
 
     labels_path, config_path = nearest(LABELS_FILE), nearest(CONFIG_FILE)
     card, metadata = read_json(nearest(MODEL_CARD_FILE)), read_json(config_path)
+    runtime = _open_runtime(model_path, fmt, safe_mode, metadata)
     if card:
         metadata["model_card"] = card
     num_classes = getattr(runtime, "num_classes", None)

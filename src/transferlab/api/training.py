@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from transferlab import __version__
+from transferlab._atomic import DiskFullError, disk_full_guard
 from transferlab.api.classifier import Classifier
 from transferlab.data.dataset import ImageDataset, load_dataset
 from transferlab.data.decode import ResizeConfig
@@ -35,6 +36,7 @@ from transferlab.errors import ConfigError, RunExistsError, TrainingInterrupted
 from transferlab.features import SplitFeatures, extract_splits, resize_for
 from transferlab.rundir import RunDir, RunMetadata
 from transferlab.training.config import TrainConfig
+from transferlab.training.runlock import run_lock
 
 logger = logging.getLogger("transferlab")
 
@@ -43,17 +45,25 @@ HEAD_CHECKPOINT_INTERVAL_S = 5.0
 
 
 def new_run_dir(runs_dir: str | os.PathLike, name: str | None, hint: str) -> Path:
-    """Create ``runs_dir/name``; without a name, ``<hint>-<timestamp>``; never reuses a folder."""
+    """Create ``runs_dir/name``; without a name, ``<hint>-<timestamp>``; never reuses a folder.
+
+    ``mkdir`` itself is the test, so of two runs started at once under one name exactly one gets it.
+    """
     runs = Path(runs_dir)
     base = name or f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', hint).strip('-') or 'run'}-{datetime.now():%Y%m%d-%H%M%S}"
+    runs.mkdir(parents=True, exist_ok=True)
     candidate, n = runs / base, 2
-    while candidate.exists():
-        if name:
-            raise RunExistsError(f"Run directory {candidate} already exists. Choose another --name, "
-                                 f"or continue it with --resume {candidate}.")
-        candidate, n = runs / f"{base}-{n}", n + 1
-    candidate.mkdir(parents=True)
-    return candidate
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            if name:
+                raise RunExistsError(
+                    f"Run directory {candidate} already exists (from an earlier run, or from another `train "
+                    f"--name {name}` started at the same time). Choose another --name, or once that run has "
+                    f"stopped, continue it with --resume {candidate}.") from None
+            candidate, n = runs / f"{base}-{n}", n + 1
 
 
 def versions() -> dict:
@@ -107,6 +117,7 @@ def prepare_run(data: str | os.PathLike, dataset: ImageDataset, config: TrainCon
                 state: dict | None, from_model) -> PreparedRun:
     """Resolve backbone and resize and write the run's first files (status "running")."""
     from transferlab.backbones import check_fine_tunable, resolve_backbone
+    from transferlab.backbones.trusted import trust_record
     from transferlab.training.warmstart import warm_start
 
     dataset.write_splits(run.splits)
@@ -131,7 +142,8 @@ def prepare_run(data: str | os.PathLike, dataset: ImageDataset, config: TrainCon
         logger.warning("--%s has no effect without --strategy fine-tune; it is ignored.", name.replace("_", "-"))
     metadata = RunMetadata(
         status="running", config=config.to_dict(), class_names=dataset.class_names, resize=resize.to_dict(),
-        backbone=info.to_dict(), warm_start=note or None, from_model=str(from_model) if from_model else None,
+        # A SavedModel backbone's content hash: the run then reloads it without --unsafe.
+        backbone={**info.to_dict(), **trust_record(info)}, warm_start=note or None, from_model=str(from_model) if from_model else None,
         data={"source": str(Path(data).resolve()), "layout": dataset.layout,
               "counts": {s: dataset.counts(s) for s in ("train", "val", "test")},
               "bad_files": len(dataset.bad_files)},
@@ -143,9 +155,8 @@ def prepare_run(data: str | os.PathLike, dataset: ImageDataset, config: TrainCon
 def _train_head(head, features: dict[str, SplitFeatures], config: TrainConfig, run_dir: Path, state: dict | None,
                 show_progress: bool) -> dict[str, list[float]]:
     """The head fit with per-epoch checkpoints; continues a checkpointed head when resuming."""
-    from transferlab.rundir import CHECKPOINT_DIR
     from transferlab.training.callbacks import EpochProgress
-    from transferlab.training.checkpoint import EpochCheckpoint, ResumableEarlyStopping, stop_on_sigint
+    from transferlab.training.checkpoint import EpochCheckpoint, ResumableEarlyStopping, checkpoint_file, stop_on_sigint
     from transferlab.training.head import fit_head
 
     train, val = features["train"], features["val"]
@@ -160,7 +171,7 @@ def _train_head(head, features: dict[str, SplitFeatures], config: TrainConfig, r
                  callbacks=[checkpoint, EpochProgress("Training head", enabled=show_progress),
                             *extra_callbacks(run_dir, config)], early_stopping=early,
                  initial_epoch=(state or {}).get("epochs_done", 0),
-                 restore_state=run_dir / CHECKPOINT_DIR / "state.npz" if state else None)
+                 restore_state=checkpoint_file(run_dir, "state", state) if state else None)
     return checkpoint.history
 
 
@@ -168,9 +179,8 @@ def _fine_tune_phase(model, features: dict[str, SplitFeatures], resize: ResizeCo
                      run_dir: Path, state: dict | None, class_names: list[str], head_history: dict,
                      show_progress: bool) -> tuple[dict[str, list[float]], bool]:
     """Unfreeze the top of the backbone and train on augmented images."""
-    from transferlab.rundir import CHECKPOINT_DIR
     from transferlab.training.callbacks import EpochProgress
-    from transferlab.training.checkpoint import EpochCheckpoint, ResumableEarlyStopping, stop_on_sigint
+    from transferlab.training.checkpoint import EpochCheckpoint, ResumableEarlyStopping, checkpoint_file, stop_on_sigint
     from transferlab.training.finetune import fine_tune, schedule_callbacks
 
     train_records, val_records = features["train"].records, features["val"].records
@@ -188,7 +198,7 @@ def _fine_tune_phase(model, features: dict[str, SplitFeatures], resize: ResizeCo
                   ([r.path for r in val_records], [index[r.label] for r in val_records]), resize, config,
                   num_classes=len(class_names), callbacks=callbacks,
                   initial_epoch=(state or {}).get("epochs_done", 0),
-                  restore_state=run_dir / CHECKPOINT_DIR / "state.npz" if state else None, guard=early)
+                  restore_state=checkpoint_file(run_dir, "state", state) if state else None, guard=early)
     improved = not (early is not None and early.kept_baseline)
     if not improved:
         logger.info("Fine-tuning did not improve the validation loss (best %.4f): keeping the weights it started "
@@ -199,7 +209,14 @@ def _fine_tune_phase(model, features: dict[str, SplitFeatures], resize: ResizeCo
 def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
     """Features through the cache, the head on them, then (strategy "fine-tune") the top of the backbone."""
     from transferlab._keras import keras
-    from transferlab.training.checkpoint import load_weights, read_state, save_weights, write_json_atomic
+    from transferlab.training.checkpoint import (
+        checkpoint_file,
+        commit_checkpoint,
+        load_weights,
+        read_state,
+        weight_arrays,
+        write_json_atomic,
+    )
     from transferlab.training.finetune import find_base, set_trainable_top
     from transferlab.training.head import assemble_classifier, build_head
 
@@ -226,14 +243,14 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
     head_start = time.perf_counter()
     if head_done:
         head_history = state["head_history"]
-        load_weights(head, run.checkpoint / "head.npz")
+        load_weights(head, checkpoint_file(run.path, "head", state))
     else:
         head_history = _train_head(head, features, config, run.path, state, show_progress)
-        # Mark the head complete (with the restored best head) so a resume never refits it.
-        save_weights(head, run.checkpoint / "head.npz")
-        state = {"phase": "head", "complete": True, "epochs_done": len(head_history.get("loss", [])),
-                 "seed": config.seed, "history": head_history, "head_history": head_history}
-        write_json_atomic(run.checkpoint / "state.json", state)
+        # Mark the head complete (with the restored best head) so a resume never refits it: one commit.
+        state = commit_checkpoint(run.path, {"phase": "head", "complete": True,
+                                             "epochs_done": len(head_history.get("loss", [])), "seed": config.seed,
+                                             "history": head_history, "head_history": head_history},
+                                  {"head": weight_arrays(head)})
     head_seconds = time.perf_counter() - head_start
     logger.info("Head trained: %d epochs in %.1f s", len(head_history.get("loss", [])), head_seconds)
 
@@ -261,6 +278,7 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
 
 def finish_run(prep: PreparedRun, fit: FittedRun) -> Classifier:
     """Evaluate on the test split (validation when there is none), save the model, write the report."""
+    from transferlab._atomic import atomic_write
     from transferlab.evaluation.artifacts import write_evaluation
     from transferlab.evaluation.figures import FigureJob, draw_figures
     from transferlab.evaluation.metrics import classification_report, format_summary
@@ -300,7 +318,7 @@ def finish_run(prep: PreparedRun, fit: FittedRun) -> Classifier:
                                    probs, class_names, extra_figures=[curves], background=True)
     else:
         figures = draw_figures([curves], background=True)
-    fit.model.save(run.model)
+    atomic_write(run.model, fit.model.save, keep_suffix=True)  # never half a model.keras
 
     extraction = fit.extraction
     metadata.status = "complete"
@@ -325,7 +343,33 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run: RunDir, state: d
     except (TrainingInterrupted, KeyboardInterrupt):
         run.set_status("interrupted")  # config.json says so; `--resume` continues from the checkpoint
         raise
+    _log_audit_hint(prep, fit)
+    if prep.warm is None:  # an audit with these settings then finds the features without the backbone
+        from transferlab.audit.resolved import remember
+        from transferlab.features.dataset import feature_fingerprint
+
+        remember(prep.config, prep.info, feature_fingerprint(prep.info, prep.resize))
     return finish_run(prep, fit)
+
+
+def _log_audit_hint(prep: PreparedRun, fit: FittedRun) -> None:
+    """One line pointing at ``transferlab audit`` when the features show many label errors or copies.
+
+    A hint only: whatever goes wrong here is logged at debug level and never fails the run.
+    """
+    from transferlab.audit.hint import dataset_warnings, training_hint
+    from transferlab.training.head import predict_head
+
+    try:
+        held_out = np.concatenate([fit.features["val"].x, fit.features["test"].x])
+        # After fine-tuning the head sits on a changed backbone: the cached features no longer fit it.
+        probs = predict_head(fit.head, held_out) if len(held_out) and prep.config.strategy != "fine-tune" else None
+        hint = training_hint(dataset_warnings(fit.features, probs), prep.data)
+    except Exception as exc:  # noqa: BLE001
+        logger.debug("no audit hint: %s: %s", type(exc).__name__, exc)
+        return
+    if hint:
+        logger.info(hint)
 
 
 def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_progress: bool = True,
@@ -354,13 +398,23 @@ def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_pr
     run = RunDir(new_run_dir(config.runs_dir, config.name, Path(data).stem))
     logger.info("Run directory: %s", run.path)
     try:
-        return _run(data, dataset, config, run, None, show_progress, from_model)
-    except Exception:
+        with run_lock(run.path), disk_full_guard(run.path):
+            return _run(data, dataset, config, run, None, show_progress, from_model)
+    except Exception as exc:
         # Failed before anything resumable existed (e.g. backbone weights unavailable): leave no
         # half-made run directory behind. A run with config.json is kept for --resume.
-        if not run.is_run():
+        kept = run.is_run()
+        if not kept:
             shutil.rmtree(run.path, ignore_errors=True)
+        if isinstance(exc, DiskFullError):
+            raise exc.with_hint(_after_full_disk(run.path, kept)) from exc
         raise
+
+
+def _after_full_disk(run_dir: Path, kept: bool) -> str:
+    if kept:  # config.json and checkpoints are written atomically: what is there can be trusted
+        return f"the run is kept: once there is space, continue it with transferlab train --resume {run_dir}"
+    return "nothing was kept: run the same command again once there is space"
 
 
 def resume(run_dir: str | os.PathLike, *, show_progress: bool = True) -> Classifier:
@@ -373,9 +427,14 @@ def resume(run_dir: str | os.PathLike, *, show_progress: bool = True) -> Classif
         raise ConfigError(f"Run {run.path} is already complete; nothing to resume.")
     config = TrainConfig.from_dict(meta.config)
     data = meta.data["source"]
-    dataset = load_dataset(data, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
-                           seed=config.seed, show_progress=show_progress, cache_dir=config.cache_dir)
-    state = read_state(run.path)
-    logger.info("Resuming %s: %s", run.path, f"{state['phase']} phase after epoch {state['epochs_done']}"
-                if state else "no epoch completed yet")
-    return _run(data, dataset, config, run, state, show_progress, meta.from_model)
+    with run_lock(run.path):  # before anything is read: a run still training is not resumed under it
+        dataset = load_dataset(data, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
+                               seed=config.seed, show_progress=show_progress, cache_dir=config.cache_dir)
+        state = read_state(run.path)
+        logger.info("Resuming %s: %s", run.path, f"{state['phase']} phase after epoch {state['epochs_done']}"
+                    if state else "no epoch completed yet")
+        try:
+            with disk_full_guard(run.path):
+                return _run(data, dataset, config, run, state, show_progress, meta.from_model)
+        except DiskFullError as exc:
+            raise exc.with_hint(_after_full_disk(run.path, True)) from exc

@@ -341,6 +341,13 @@ def weights_fingerprint(info: BackboneInfo) -> str:
         raise WeightsUnavailableError(
             f"Weights of {info.name!r} are not available locally (source: "
             f"{info.weights_source}); load the backbone once to fetch them, or pass --weights.")
+    return directory_sha256(path)
+
+
+def directory_sha256(path: Path) -> str:
+    """sha256 (hex) of a model directory's content: ``saved_model.pb`` and ``variables/*`` of a
+    SavedModel, else every file, each as (relative name, content hash)."""
+    path = Path(path)
     if (path / "saved_model.pb").is_file():
         files = [path / "saved_model.pb"] + sorted(
             p for p in (path / "variables").rglob("*") if p.is_file())

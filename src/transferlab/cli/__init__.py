@@ -10,6 +10,7 @@
     transferlab export RUN             SavedModel/ONNX/TFLite   -> transferlab.export.export_run()
     transferlab report RUN             report.html              -> transferlab.evaluation.reporting.write_run_report()
     transferlab explain MODEL IMAGES   Grad-CAM overlays        -> transferlab.evaluation.gradcam.explain()
+    transferlab audit DIR              label errors, duplicates -> transferlab.audit()
 
 Each command group is a module here with a ``register(subparsers)`` function; :data:`COMMANDS`
 lists them, in the order ``--help`` shows them. A new command is a new module and one entry there.
@@ -24,7 +25,7 @@ import sys
 from typing import Sequence
 
 from transferlab import __version__
-from transferlab.cli import data, evaluate, export, extract, predict, train
+from transferlab.cli import audit, data, evaluate, export, extract, predict, train
 from transferlab.cli._common import ExitCode, global_options
 from transferlab.errors import TransferlabError
 from transferlab.progress import set_quiet
@@ -32,7 +33,7 @@ from transferlab.progress import set_quiet
 __all__ = ["COMMANDS", "ExitCode", "build_parser", "entry_point", "main"]
 
 COMMANDS = (data.register, extract.register, train.register, evaluate.register, predict.register,
-            export.register)
+            export.register, audit.register)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else (logging.WARNING if args.quiet else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    # A file name that is not valid UTF-8 and slipped through unescaped must not kill the output.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):  # a replaced or detached stream (tests, pipes)
+            pass
     try:
         return int(args.func(args))
     except TransferlabError as exc:

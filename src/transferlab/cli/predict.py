@@ -10,11 +10,14 @@ from transferlab.cli._common import ExitCode, add_command, add_unsafe, print_jso
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from transferlab._paths import display_path
     from transferlab.inference import load
 
     clf = load(args.model, safe_mode=not args.unsafe)  # prediction alone: no TensorFlow for ONNX/TFLite
     predictions = clf.predict(args.paths, top_k=args.top_k, batch_size=args.batch_size,
                               show_progress=not args.quiet and args.format == "table")
+    for p in predictions:  # printed text: names that are not UTF-8 are shown escaped
+        p.source = display_path(p.source)
     if args.format == "json":
         print_json([p.to_dict() for p in predictions])
     elif args.format == "csv":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Collection
 
 from transferlab.cli._common import ExitCode, add_command
 from transferlab.training.config import TrainConfig, cli_settings, field_type
@@ -19,11 +20,12 @@ def _parse_value(kind: type, text: str):
     return kind(text)
 
 
-def add_train_options(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
-    """One ``--option`` per CLI setting of :class:`TrainConfig` (or those in ``names``), defaulting to "not given"."""
+def add_train_options(parser: argparse.ArgumentParser, only: Collection[str] | None = None) -> None:
+    """One ``--option`` per CLI setting of :class:`TrainConfig` (or of those named in ``only``), defaulting to
+    "not given"."""
     defaults = TrainConfig()
     for f in cli_settings():
-        if names is not None and f.name not in names:
+        if only is not None and f.name not in only:
             continue
         kind = field_type(f)
         meta = f.metadata

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from transferlab._paths import display_path
+
 logger = logging.getLogger("transferlab")
 
 DB_NAME = "file_checks.sqlite3"
@@ -79,6 +81,14 @@ class FileStamp:
         return now_ns - max(self.mtime_ns, self.ctime_ns) > RACY_SECONDS * 1e9
 
 
+def _key(path: str) -> str:
+    """The table key of a file: its absolute path as text (SQLite refuses undecodable names).
+
+    Escaping could make two names one key; the (inode, size, times) stamp still tells them apart.
+    """
+    return display_path(os.path.abspath(path))
+
+
 class CheckCache:
     """File-check verdicts from earlier runs, stored under ``directory``."""
 
@@ -109,7 +119,7 @@ class CheckCache:
         stamps = {p: s for p in paths if (s := FileStamp.of(p)) is not None}
         if not stamps or self._broken or not self.path.exists():
             return {}, stamps
-        wanted = {os.path.abspath(p): p for p in stamps}
+        wanted = {_key(p): p for p in stamps}
         known: dict[str, FileCheck] = {}
         try:
             with closing(self._connect()) as db:
@@ -132,7 +142,7 @@ class CheckCache:
         if self._broken:
             return 0
         now = time.time_ns()
-        rows = [(os.path.abspath(c.path), s.size, s.mtime_ns, s.ctime_ns, s.inode, CHECKER_VERSION, int(c.ok),
+        rows = [(_key(c.path), s.size, s.mtime_ns, s.ctime_ns, s.inode, CHECKER_VERSION, int(c.ok),
                  c.sha256, c.width, c.height, c.format, c.reason)
                 for c in checks if (s := stamps.get(c.path)) is not None and s.settled(now)]
         if not rows:

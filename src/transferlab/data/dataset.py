@@ -16,6 +16,7 @@ from pathlib import Path
 
 from transferlab._paths import default_cache_dir
 from transferlab.data.check_cache import CheckCache
+from transferlab.data.files import display_path
 from transferlab.data.sources import DatasetError, find_samples
 from transferlab.data.split import (
     DEFAULT_SEED,
@@ -103,9 +104,10 @@ class ImageDataset:
                 "min_width": min(widths), "max_width": max(widths),
                 "min_height": min(heights), "max_height": max(heights),
             },
-            "bad_files": [{"path": b.path, "reason": b.reason} for b in self.bad_files],
-            "label_conflicts": self.label_conflicts,
-            "duplicate_groups": self.duplicate_groups,
+            # Paths for people: bytes that are not UTF-8 escaped (the records keep the real ones).
+            "bad_files": [{"path": display_path(b.path), "reason": b.reason} for b in self.bad_files],
+            "label_conflicts": [{**c, "paths": [display_path(p) for p in c["paths"]]} for c in self.label_conflicts],
+            "duplicate_groups": [[display_path(p) for p in group] for group in self.duplicate_groups],
             "problems": self.problems,
             "warnings": self.warnings,
             "split_rule": {"seed": self.seed, "val_fraction": self.val_fraction, "test_fraction": self.test_fraction},
@@ -119,14 +121,14 @@ class ImageDataset:
             writer = csv.writer(fh)
             writer.writerow(["path", "label", "split", "sha256"])
             for r in self.records:
-                writer.writerow([r.rel_path, r.label, r.split, r.sha256])
+                writer.writerow([display_path(r.rel_path), r.label, r.split, r.sha256])
         return path
 
     def write_bad_files(self, path: str | os.PathLike) -> Path:
         """Write one ``path<TAB>reason`` line per skipped file (label conflicts included)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [f"{b.path}\t{b.reason}" for b in self.bad_files]
+        lines = [f"{display_path(b.path)}\t{b.reason}" for b in self.bad_files]
         path.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
         return path
 
@@ -164,13 +166,15 @@ def load_dataset(
     """
     check_fractions(val_fraction, test_fraction)
     layout, samples = find_samples(source)
+    # Broken links, FIFOs, devices ... are reported as found by the walk and never opened.
+    bad_files = [BadFile(s.path, s.problem) for s in samples if s.problem]
+    readable = [s for s in samples if not s.problem]
     cache = CheckCache(cache_dir or default_cache_dir())
-    checks = check_files([s.path for s in samples], workers=workers, show_progress=show_progress, cache=cache,
+    checks = check_files([s.path for s in readable], workers=workers, show_progress=show_progress, cache=cache,
                          recheck=recheck)
 
-    bad_files: list[BadFile] = []
     good = []
-    for sample, check in zip(samples, checks):
+    for sample, check in zip(readable, checks):
         if check.ok:
             good.append((sample, check))
         else:
@@ -180,18 +184,19 @@ def load_dataset(
     labels_by_hash: dict[str, set[str]] = defaultdict(set)
     for sample, check in good:
         labels_by_hash[check.sha256].add(sample.label)
-    conflicts: dict[str, list[str]] = defaultdict(list)
+    conflicts: dict[str, list[tuple[str, str]]] = defaultdict(list)
     kept = []
     for sample, check in good:
         if len(labels_by_hash[check.sha256]) > 1:
-            conflicts[check.sha256].append(sample.path)
+            conflicts[check.sha256].append((sample.path, sample.label))
             other = sorted(labels_by_hash[check.sha256] - {sample.label})
             bad_files.append(BadFile(sample.path, f"label conflict: same bytes also labeled {', '.join(other)}"))
         else:
             kept.append((sample, check))
-    label_conflicts = [
-        {"sha256": digest, "labels": sorted(labels_by_hash[digest]), "paths": sorted(paths)}
-        for digest, paths in sorted(conflicts.items())
+    label_conflicts = [  # path_labels: the label of each of paths, in the same order
+        {"sha256": digest, "labels": sorted(labels_by_hash[digest]), "paths": [p for p, _ in sorted(members)],
+         "path_labels": [label for _, label in sorted(members)]}
+        for digest, members in sorted(conflicts.items())
     ]
 
     # Duplicates inside a class follow the first copy's split (no train/test leakage).

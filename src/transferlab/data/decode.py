@@ -22,12 +22,12 @@ import os
 import struct
 import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from transferlab.data.files import UnreadableFileError, display_path, read_regular_file
 from transferlab.errors import ConfigError, TransferlabError
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP", "TIFF"})
@@ -52,19 +52,17 @@ class ImageDecodeError(TransferlabError, ValueError):
     def __init__(self, path: str | os.PathLike | None, reason: str):
         self.path = None if path is None else str(path)
         self.reason = reason
-        where = f"{self.path}: " if self.path else ""
+        where = f"{display_path(self.path)}: " if self.path else ""
         super().__init__(f"{where}{reason}")
 
 
 def _open(source: str | os.PathLike | bytes) -> Image.Image:
-    if isinstance(source, (bytes, bytearray)):
-        if len(source) == 0:
-            raise ImageDecodeError(None, "empty file (0 bytes)")
-        return Image.open(io.BytesIO(source))
-    path = Path(source)
-    if path.stat().st_size == 0:
-        raise ImageDecodeError(path, "empty file (0 bytes)")
-    return Image.open(path)
+    # A path is read whole through read_regular_file, which never opens a FIFO, socket or
+    # device (those would block or have side effects), then decoded from memory.
+    data = source if isinstance(source, (bytes, bytearray)) else read_regular_file(source)
+    if len(data) == 0:
+        raise ImageDecodeError(None, "empty file (0 bytes)")
+    return Image.open(io.BytesIO(data))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -133,6 +131,8 @@ def open_rgb(source: str | os.PathLike | bytes, *, draft_size: tuple[int, int] |
         if exc.path is None and path is not None:
             raise ImageDecodeError(path, exc.reason) from None
         raise
+    except UnreadableFileError as exc:
+        raise ImageDecodeError(path, exc.reason) from None
     except UnidentifiedImageError:
         raise ImageDecodeError(path, "not an image (unrecognised content)") from None
     except Image.DecompressionBombError as exc:

@@ -8,6 +8,7 @@ file validation would reject and never holds more than a few batches in memory.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -123,13 +124,14 @@ def make_image_dataset(
     if n == 0:
         raise ConfigError("No images to read: the list of paths is empty.")
     size = resize.size
-    path_table = tf.constant(list(paths))
+    # File names as their bytes: a name that is not valid UTF-8 survives the round trip.
+    path_table = tf.constant([os.fsencode(p) for p in paths])
     label_table = tf.constant(np.asarray(labels, dtype=np.int32)) if labels is not None else None
     calls = num_parallel_calls or tf.data.AUTOTUNE
 
     def read(path: bytes) -> tuple[np.ndarray, np.bool_]:
         try:
-            return resize.load(path.decode("utf-8")), np.bool_(True)
+            return resize.load(os.fsdecode(path)), np.bool_(True)
         except ImageDecodeError as exc:
             # Files were validated before; one that broke since then is skipped with a
             # warning, so a long training run never dies on it.

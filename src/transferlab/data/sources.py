@@ -10,16 +10,25 @@ Three layouts are accepted:
 
 Hidden files and folders (dot-files, ``Thumbs.db``, ``desktop.ini``, ``__MACOSX``) are ignored.
 Every other file is a candidate: whether it is an image is decided later by its content.
+
+The walk finishes on any folder (see :mod:`transferlab.data.files`): links are followed, but a
+folder link leading back to a folder above it is not entered again; a link that loops or points
+nowhere, a FIFO, a socket or a device file becomes a sample with a ``problem`` (reported as a bad
+file under its own path, never opened); names that are not valid UTF-8 keep their bytes.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from transferlab.data.files import describe, display_path
 from transferlab.errors import TransferlabError
+
+logger = logging.getLogger("transferlab")
 
 SPLIT_NAMES = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
@@ -33,12 +42,17 @@ class DatasetError(TransferlabError, ValueError):
 
 @dataclass(frozen=True)
 class Sample:
-    """One labeled file. ``split`` is set when the layout or CSV fixes it, else None."""
+    """One labeled file. ``split`` is set when the layout or CSV fixes it, else None.
 
-    path: str  # absolute path
+    ``problem`` is set when the path is not a readable regular file (a broken link, a FIFO, ...):
+    it is reported as a bad file with that reason and never opened.
+    """
+
+    path: str  # absolute path (the link's own path for links; bytes kept for undecodable names)
     rel_path: str  # POSIX path relative to the dataset root: stable across machines
     label: str
     split: str | None = None
+    problem: str | None = None
 
 
 def is_hidden(name: str) -> bool:
@@ -46,17 +60,61 @@ def is_hidden(name: str) -> bool:
     return name.startswith(".") or name.lower() in _JUNK_NAMES
 
 
+def walk_entries(folder: Path) -> list[tuple[Path, str | None]]:
+    """Every non-hidden entry below ``folder`` that is not a folder, with its problem or None.
+
+    Recursive, links followed, in sorted order (a folder's files, then its subfolders). Never
+    opens a file and always finishes: a folder reached again through a link to one of its own
+    parents is reported (problem "symbolic link loop ...") instead of entered; unreadable
+    folders are reported too. Regular files have problem None.
+    """
+    entries: list[tuple[Path, str | None]] = []
+    root_stat = describe(folder).stat
+    # Each pending folder carries the (device, inode) of the folders above it: a link back to
+    # one of them is a loop. Two links to the same folder elsewhere are both walked, as before.
+    stack: list[tuple[Path, frozenset]] = [(Path(folder), frozenset({(root_stat.st_dev, root_stat.st_ino)}
+                                                                     if root_stat else ()))]
+    while stack:
+        directory, above = stack.pop()
+        try:
+            with os.scandir(directory) as listing:
+                names = sorted(e.name for e in listing if not is_hidden(e.name))
+        except OSError as exc:
+            entries.append((directory, f"cannot read folder ({exc.strerror or exc})"))
+            continue
+        subdirs = []
+        for name in names:
+            path = directory / name
+            found = describe(path)
+            if found.kind == "dir":
+                key = (found.stat.st_dev, found.stat.st_ino)
+                if key in above:
+                    entries.append((path, "symbolic link loop (a folder link back to a folder above it): "
+                                          "not entered"))
+                else:
+                    subdirs.append((path, above | {key}))
+            else:
+                entries.append((path, found.reason or None))
+        stack.extend(reversed(subdirs))
+    return entries
+
+
 def walk_files(folder: Path) -> list[Path]:
-    """Every non-hidden file below ``folder`` (recursively, links followed), in sorted order."""
+    """Every non-hidden regular file below ``folder`` (see :func:`walk_entries`), in sorted order.
+
+    Entries that are not readable regular files are left out, each with a logged warning.
+    """
     files = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
-        files.extend(Path(dirpath) / f for f in sorted(filenames) if not is_hidden(f))
+    for path, problem in walk_entries(folder):
+        if problem is None:
+            files.append(path)
+        else:
+            logger.warning("skipped %s: %s", display_path(path), problem)
     return files
 
 
 def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden(p.name))
+    return sorted(p for p in folder.iterdir() if not is_hidden(p.name) and describe(p).kind == "dir")
 
 
 def _split_dirs(root: Path) -> dict[str, Path]:
@@ -78,23 +136,36 @@ def detect_layout(source: str | os.PathLike) -> str:
     if path.is_file():
         if path.suffix.lower() in (".csv", ".tsv", ".txt"):
             return "csv"
-        raise DatasetError(f"{path} is a file but not a CSV; pass a folder of class subfolders or a CSV with path,label columns.")
+        raise DatasetError(f"{display_path(path)} is a file but not a CSV; pass a folder of class subfolders or a CSV with path,label columns.")
     if not path.is_dir():
-        raise DatasetError(f"Dataset not found: {path}. Pass a folder of class subfolders or a CSV of path,label.")
+        raise DatasetError(f"Dataset not found: {display_path(path)}. Pass a folder of class subfolders or a CSV of path,label.")
     return "presplit" if _split_dirs(path) else "folders"
 
 
 def _from_class_folders(root: Path, base: Path, split: str | None) -> list[Sample]:
     samples = []
     for class_dir in _class_dirs(root):
-        for file in walk_files(class_dir):
-            samples.append(Sample(str(file.resolve()), file.relative_to(base).as_posix(), class_dir.name, split))
+        label = class_label(class_dir.name)
+        for file, problem in walk_entries(class_dir):
+            # The folder is resolved, the name is not: a link is reported under its own name.
+            absolute = os.path.join(os.path.realpath(file.parent), file.name)
+            samples.append(Sample(absolute, file.relative_to(base).as_posix(), label, split, problem))
     return samples
+
+
+def class_label(folder_name: str) -> str:
+    """The label of a class folder: its name, escaped (with a warning) if it is not valid UTF-8."""
+    shown = display_path(folder_name)
+    if shown != folder_name:
+        logger.warning("class folder name %s is not valid UTF-8 (or holds control characters): its label is %r",
+                       shown, shown)
+    return shown
 
 
 def _from_csv(csv_path: Path) -> list[Sample]:
     base = csv_path.parent
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+    # surrogateescape: a path written in another encoding keeps its bytes (the file's own name).
+    with open(csv_path, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
         sample_text = fh.read(4096)
         fh.seek(0)
         dialect = csv.Sniffer().sniff(sample_text, delimiters=",;\t") if sample_text else csv.excel
@@ -116,8 +187,11 @@ def _from_csv(csv_path: Path) -> list[Sample]:
                 split = _SPLIT_ALIASES.get(raw)
                 if split is None:
                     raise DatasetError(f"{csv_path}, line {line_no}: unknown split {raw!r}; use train, val or test.")
-            file = (base / rel).resolve()
-            samples.append(Sample(str(file), Path(rel).as_posix(), label, split))
+            file = base / rel
+            found = describe(file)
+            absolute = os.path.join(os.path.realpath(file.parent), file.name)
+            samples.append(Sample(absolute, Path(rel).as_posix(), display_path(label), split,
+                                  None if found.kind == "file" else found.reason or "a folder, not a file"))
     return samples
 
 
@@ -138,8 +212,8 @@ def find_samples(source: str | os.PathLike) -> tuple[str, list[Sample]]:
     else:
         if not _class_dirs(path):
             raise DatasetError(
-                f"{path} has no class subfolders. Put each class's images in its own folder "
-                f"({path}/<class name>/image.jpg), or pass a CSV with path,label columns."
+                f"{display_path(path)} has no class subfolders. Put each class's images in its own folder "
+                f"({display_path(path)}/<class name>/image.jpg), or pass a CSV with path,label columns."
             )
         samples = _from_class_folders(path, path, None)
     return layout, samples

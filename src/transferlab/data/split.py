@@ -44,7 +44,8 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
 
 def hash_unit(rel_path: str, seed: int) -> float:
     """Map (seed, path) to a uniform number in [0, 1), identical on every machine."""
-    digest = hashlib.sha256(f"{seed}\0{rel_path}".encode("utf-8")).digest()
+    # surrogateescape: a name that is not valid UTF-8 is hashed as its own bytes.
+    digest = hashlib.sha256(f"{seed}\0{rel_path}".encode("utf-8", "surrogateescape")).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 

@@ -17,6 +17,7 @@ from typing import Iterable
 
 from transferlab.data.check_cache import CheckCache, FileCheck  # noqa: F401 (FileCheck re-exported)
 from transferlab.data.decode import ImageDecodeError, open_rgb
+from transferlab.data.files import UnreadableFileError, read_regular_file
 from transferlab.progress import progress_bar
 
 logger = logging.getLogger("transferlab")
@@ -28,10 +29,9 @@ _MIN_FILES_FOR_POOL = 8
 def check_file(path: str) -> FileCheck:
     """Read, hash and fully decode one file. Never raises for a bad image."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        return FileCheck(path, False, reason=f"cannot read file ({exc.strerror or exc})")
+        data = read_regular_file(path)  # never blocks on a FIFO/device: checked before opening
+    except UnreadableFileError as exc:
+        return FileCheck(path, False, reason=exc.reason)
     digest = hashlib.sha256(data).hexdigest()
     try:
         img = open_rgb(data)

@@ -13,18 +13,19 @@ from typing import Sequence
 import numpy as np
 
 from transferlab import rundir
+from transferlab._paths import display_path
 from transferlab.evaluation.figures import FigureJob, PendingFigures, draw_figures
 
 
 def write_predictions(path: Path, paths: Sequence[str], labels: Sequence[str], probs: np.ndarray,
                       class_names: Sequence[str]) -> Path:
-    """Per-image results: ``path,label,predicted,confidence,p_<class>...``."""
+    """Per-image results: ``path,label,predicted,confidence,p_<class>...`` (names that are not UTF-8 escaped)."""
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "label", "predicted", "confidence"] + [f"p_{c}" for c in class_names])
         for file, label, p in zip(paths, labels, probs):
             best = int(np.argmax(p))
-            writer.writerow([file, label, class_names[best], f"{p[best]:.6f}"] + [f"{v:.6f}" for v in p])
+            writer.writerow([display_path(file), label, class_names[best], f"{p[best]:.6f}"] + [f"{v:.6f}" for v in p])
     return path
 
 

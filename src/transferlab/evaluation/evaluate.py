@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from transferlab import rundir
+from transferlab._paths import display_path
 from transferlab.data.dataset import ImageDataset, load_dataset
 from transferlab.errors import ConfigError
 from transferlab.evaluation.artifacts import write_evaluation
@@ -47,7 +48,7 @@ def evaluate_predictor(clf, data: str | os.PathLike | ImageDataset, *, batch_siz
     probs, errors = clf.predict_files(paths, batch_size=batch_size, show_progress=show_progress, desc="Evaluating")
     keep = np.array([i not in errors for i in range(len(paths))], dtype=bool)
     report = classification_report(labels[keep], probs[keep], clf.class_names)
-    report["skipped_files"] = [paths[i] for i in np.flatnonzero(~keep)]
+    report["skipped_files"] = [display_path(paths[i]) for i in np.flatnonzero(~keep)]
     report["data"] = str(dataset.root)
     if split:
         report["split"] = split

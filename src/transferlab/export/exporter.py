@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from transferlab._atomic import disk_full_guard, ensure_space
 from transferlab.data.decode import ResizeConfig
 from transferlab.data.loader import iter_file_batches
 from transferlab.errors import ConfigError, MissingDependencyError, MissingFileError
@@ -244,16 +245,25 @@ def export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None =
         The parity summary also written to ``export/parity.json``: per format the file, its size,
         max abs probability difference and top-1 agreement with Keras, accuracy, and ``passed``.
     """
-    import keras
+    out = Path(run_dir) / EXPORT_DIR
+    # Each format is written in a work folder and moved into place whole: a full disk leaves the
+    # formats exported before untouched and no partial file, and says which folder is full.
+    with disk_full_guard(out, hint="free space there, then export again (finished formats are kept)"):
+        return _export_run(run_dir, formats, calibration_images=calibration_images, data_root=data_root,
+                           safe_mode=safe_mode, show_progress=show_progress)
 
+
+def _export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None, *, calibration_images: int,
+                data_root: str | os.PathLike | None, safe_mode: bool, show_progress: bool) -> dict:
     from transferlab._tf import import_tf
+    from transferlab.backbones.trusted import load_run_model
 
     import_tf()
     formats = parse_formats(formats)
     run = _read_run(Path(run_dir), data_root)
     out = run.dir / EXPORT_DIR
     out.mkdir(exist_ok=True)
-    model = keras.models.load_model(run.dir / MODEL_FILE, compile=False, safe_mode=safe_mode)
+    model = load_run_model(run.dir / MODEL_FILE, safe_mode=safe_mode, run_config=run.config)
     size = run.resize.size
 
     split = "test" if run.split("test") else "val" if run.split("val") else "train"
@@ -262,7 +272,9 @@ def export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None =
     work = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=out))
     try:
         # Held-out images go to a file-backed array: a large test split never has to fit in memory.
-        held = np.lib.format.open_memmap(work / "heldout.npy", "w+", np.uint8, (len(run.split(split)), size, size, 3))
+        shape = (len(run.split(split)), size, size, 3)
+        ensure_space(work / "heldout.npy", int(np.prod(shape)) + 4096)  # a memory map on a full disk is a SIGBUS
+        held = np.lib.format.open_memmap(work / "heldout.npy", "w+", np.uint8, shape)
         images, labels = _decode(run.split(split), run, held)
         reference = _predict(KerasRuntime(model), images)
         summary = {"run_dir": str(run.dir), "export_dir": str(out), "split": split, "images": int(len(images)),

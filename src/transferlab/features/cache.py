@@ -16,25 +16,57 @@ Layout::
   the last rename wins; readers never see a partial file.
 * Every read is **verified**: magic, length and a BLAKE2b checksum over (key, vector). A bad
   entry is deleted and reported as a miss, so it is recomputed.
+* A **full disk** stops the run with :class:`~transferlab._atomic.DiskFullError` (the entries
+  written so far are whole and are used by the next run); a cache folder that cannot be written
+  (read-only, no permission) raises :class:`CacheDirError`. Both name the folder and ``--cache-dir``.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import struct
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
-from transferlab._atomic import atomic_write_bytes
+from transferlab._atomic import DiskFullError, atomic_write_bytes
+from transferlab._paths import display_path
+from transferlab.errors import TransferlabError
 
 FORMAT_VERSION = 1
 _MAGIC = b"TLF1"
 _HEADER = struct.Struct("<4sI")  # magic, vector length
 _DIGEST_SIZE = 16
+
+
+#: What to do when the cache's disk is full or the folder cannot be written.
+CACHE_HINT = ("free space there, or pass --cache-dir DIR (or set TRANSFERLAB_CACHE_DIR) to keep the feature "
+              "cache elsewhere")
+_NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+class CacheDirError(TransferlabError, OSError):
+    """The feature cache folder cannot be written (read-only file system, no permission)."""
+
+
+@contextmanager
+def cache_writes(folder: Path) -> Iterator[None]:
+    """Say which folder and which flag when a cache write fails for lack of space or permission."""
+    try:
+        yield
+    except DiskFullError as exc:
+        raise exc.with_hint(CACHE_HINT) from exc
+    except OSError as exc:
+        if exc.errno not in _NOT_WRITABLE:
+            raise
+        raise CacheDirError(f"cannot write the feature cache in {display_path(folder)} "
+                            f"({exc.strerror or exc}): pass --cache-dir DIR with a writable folder "
+                            "(or set TRANSFERLAB_CACHE_DIR)") from exc
 
 
 def fingerprint_of(parts: Mapping[str, object]) -> str:
@@ -51,11 +83,12 @@ class FeatureCache:
         self.parts = dict(parts)
         self.fingerprint = fingerprint_of(self.parts)
         self.directory = self.root / "features" / self.fingerprint
-        self.directory.mkdir(parents=True, exist_ok=True)
         description = self.directory / "fingerprint.json"
-        if not description.exists():
-            atomic_write_bytes(description, json.dumps({**self.parts, "format": FORMAT_VERSION},
-                                                       indent=2, sort_keys=True).encode("utf-8"))
+        with cache_writes(self.root):
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if not description.exists():
+                atomic_write_bytes(description, json.dumps({**self.parts, "format": FORMAT_VERSION},
+                                                           indent=2, sort_keys=True).encode("utf-8"))
         self.corrupt_entries = 0
 
     def entry_path(self, key: str) -> Path:
@@ -71,7 +104,8 @@ class FeatureCache:
         data = _HEADER.pack(_MAGIC, len(payload) // 4) + payload + self._digest(key, payload)
         # No fsync: a killed process cannot lose written pages, and a power cut that tears an
         # entry is caught by the checksum on read (then recomputed).
-        atomic_write_bytes(self.entry_path(key), data)
+        with cache_writes(self.root):
+            atomic_write_bytes(self.entry_path(key), data)
 
     def get(self, key: str) -> np.ndarray | None:
         """The stored vector, or None if absent or corrupt (a corrupt entry is deleted)."""

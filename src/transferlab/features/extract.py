@@ -22,11 +22,11 @@ from typing import Sequence
 
 import numpy as np
 
-from transferlab._atomic import atomic_write_bytes
+from transferlab._atomic import DiskFullError, atomic_write_bytes
 from transferlab.data.decode import ResizeConfig
 from transferlab.data.loader import background_pool, iter_file_batches
 from transferlab.errors import ConfigError
-from transferlab.features.cache import FeatureCache
+from transferlab.features.cache import CacheDirError, FeatureCache, cache_writes
 from transferlab.progress import progress_bar
 from transferlab.runtimes.exported import OnnxRuntime
 from transferlab.runtimes.keras import KerasRuntime
@@ -67,10 +67,12 @@ class OnnxEngine(OnnxRuntime):
 
         path = cache.directory / "backbone.onnx"
         self.parity_path = cache.directory / "backbone.onnx.parity.json"
+        self._cache_root = cache.root
         if not path.exists():
             logger.info("Converting the backbone to ONNX (once per backbone setting) ...")
-            keras_to_onnx(model, path, input_size=input_size)
-            self.parity_path.unlink(missing_ok=True)
+            with cache_writes(cache.root):  # a full or read-only cache is the user's to fix: say so
+                keras_to_onnx(model, path, input_size=input_size)
+                self.parity_path.unlink(missing_ok=True)
         super().__init__(path)
 
     def recorded_parity(self) -> float | None:
@@ -81,8 +83,9 @@ class OnnxEngine(OnnxRuntime):
             return None
 
     def record_parity(self, diff: float) -> None:
-        atomic_write_bytes(self.parity_path,
-                           json.dumps({"max_abs_diff": diff, "tolerance": PARITY_TOLERANCE}).encode())
+        with cache_writes(self._cache_root):
+            atomic_write_bytes(self.parity_path,
+                               json.dumps({"max_abs_diff": diff, "tolerance": PARITY_TOLERANCE}).encode())
 
     def check_parity(self, reference: np.ndarray, features: np.ndarray) -> float:
         """Record and return the max abs difference of ONNX ``features`` to Keras' ``reference`` (B, D)."""
@@ -120,10 +123,14 @@ def _make_engine(kind: str, model, cache: FeatureCache, input_size: int):
         return KerasRuntime(model)
     try:
         return OnnxEngine(model, cache, input_size)
+    except (DiskFullError, CacheDirError):
+        raise  # the feature cache could not be written either: stop and say where, not run slower
     except Exception as exc:  # noqa: BLE001 - any conversion failure falls back to Keras
         if kind == "onnx":
             raise
-        logger.info("ONNX Runtime not used for extraction (%s: %s); using Keras.", type(exc).__name__, exc)
+        # A warning, not an info line: Keras extraction is about half as fast, the user should know why.
+        logger.warning("ONNX Runtime not used for extraction (%s: %s); using Keras (slower).", type(exc).__name__,
+                       exc)
         return KerasRuntime(model)
 
 

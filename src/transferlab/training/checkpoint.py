@@ -1,20 +1,27 @@
 """Nothing lost when interrupted: per-epoch checkpoints, resume, and a clean Ctrl-C.
 
 After every epoch (at most every few seconds for the head, whose epochs take milliseconds, and
-always after the last one) ``RUN/checkpoint/`` holds:
+always after the last one) ``RUN/checkpoint/`` holds one checkpoint, written as one atomic unit:
 
-* ``state.npz``: weights and optimizer state of the model being trained (NumPy arrays in
+* ``state-<id>.npz``: weights and optimizer state of the model being trained (NumPy arrays in
   ``model.get_weights()`` / ``optimizer.variables`` order: the model is rebuilt from the run's
   config on resume, so no code is loaded from the checkpoint, and saving takes milliseconds);
-* ``best.npz``: the best weights so far (what early stopping restores);
-* ``head.npz``: the finished head of phase 1, once phase 1 is complete;
+* ``best-<id>.npz``: the best weights so far (what early stopping restores);
+* ``head-<id>.npz``: the finished head of phase 1, once phase 1 is complete;
 * ``state.json``: phase ("head" or "fine-tune"), epochs completed, the history so far, the
-  early-stopping and reduce-on-plateau counters, and the seed. Data order and augmentation of
+  early-stopping and reduce-on-plateau counters, the seed, and under ``files`` the names of the
+  three array files above that belong to these counters. Data order and augmentation of
   epoch k derive from (seed, k) alone (see ``make_image_dataset(epochs=...)``), so that is all
   the random state a resumed run needs.
 
-Every file is written to a temporary name and renamed, so a killed process leaves the previous
-checkpoint intact. Ctrl-C stops at the end of the current batch, keeps the last epoch's
+Array files are never overwritten: each checkpoint writes new ones under a fresh ``<id>`` (only
+the ones that changed), fsyncs them, then replaces ``state.json`` (the commit), then deletes the
+files no longer named. A process killed (or a disk that fills up) at any point leaves a
+``state.json`` whose counters and arrays belong together: the previous checkpoint or the new
+one, never weights one epoch ahead of their counters. Run directories written before this
+(``state.npz``, ``best.npz``, ``head.npz`` and a ``state.json`` without ``files``) still resume.
+
+Ctrl-C stops at the end of the current batch, keeps the last epoch's
 checkpoint, and :class:`TrainingInterrupted` tells the user how to resume; a second Ctrl-C
 aborts at once.
 """
@@ -23,6 +30,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
 import signal
 import threading
 import time
@@ -39,19 +48,40 @@ from transferlab.rundir import CHECKPOINT_DIR
 
 logger = logging.getLogger("transferlab")
 
+STATE_FILE = "state.json"
+#: The array files of a checkpoint; run directories from before ``files`` used these fixed names.
+KINDS = ("state", "best", "head")
+_LEGACY_NAMES = {kind: f"{kind}.npz" for kind in KINDS}
+
 
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
 
-    atomic_write(path, write, sync=True)
+    # The size is known up front: on a full disk nothing is written and the error says how much.
+    needed = sum(a.nbytes for a in arrays.values()) + 256 * (len(arrays) + 1)
+    atomic_write(path, write, sync=True, needed=needed)
+
+
+def weight_arrays(model: keras.Model | list[np.ndarray]) -> dict[str, np.ndarray]:
+    """``{"w0": ..., "w1": ...}`` in ``model.get_weights()`` order (or of that list itself)."""
+    weights = model if isinstance(model, list) else model.get_weights()
+    return {f"w{i}": np.asarray(w) for i, w in enumerate(weights)}
+
+
+def training_state_arrays(model: keras.Model) -> dict[str, np.ndarray]:
+    """Weights plus optimizer variables (moments, iteration count): what a resume restores."""
+    arrays = weight_arrays(model)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and optimizer.built:
+        arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
+    return arrays
 
 
 def save_weights(model: keras.Model | list[np.ndarray], path: Path) -> None:
     """Weights only (``model.get_weights()`` order, or that list itself), written atomically."""
-    weights = model if isinstance(model, list) else model.get_weights()
-    _savez(path, {f"w{i}": w for i, w in enumerate(weights)})
+    _savez(path, weight_arrays(model))
 
 
 def load_weights(model: keras.Model, path: Path) -> None:
@@ -60,12 +90,8 @@ def load_weights(model: keras.Model, path: Path) -> None:
 
 
 def save_training_state(model: keras.Model, path: Path) -> None:
-    """Weights plus optimizer variables (moments, iteration count), written atomically."""
-    arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is not None and optimizer.built:
-        arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
-    _savez(path, arrays)
+    """:func:`training_state_arrays` written atomically to one file."""
+    _savez(path, training_state_arrays(model))
 
 
 def load_training_state(model: keras.Model, path: Path) -> None:
@@ -88,8 +114,69 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def read_state(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / CHECKPOINT_DIR / "state.json"
+    """The committed ``state.json`` of a run's checkpoint, or None before the first one."""
+    path = Path(run_dir) / CHECKPOINT_DIR / STATE_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _committed_files(directory: Path, state: dict | None) -> dict[str, str]:
+    if state is not None and "files" in state:
+        return {kind: name for kind, name in state["files"].items() if (directory / name).exists()}
+    # A checkpoint from before ``files``: the fixed names, where present.
+    return {kind: name for kind, name in _LEGACY_NAMES.items() if (directory / name).exists()}
+
+
+def checkpoint_file(run_dir: Path, kind: str, state: dict | None = None) -> Path | None:
+    """The array file of ``kind`` ("state", "best" or "head") that the committed state names.
+
+    ``state`` is the already read ``state.json`` (read again if None). None when there is none.
+    """
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    name = _committed_files(directory, state if state is not None else read_state(run_dir)).get(kind)
+    return directory / name if name else None
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a directory: the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+def commit_checkpoint(run_dir: Path, state: dict, arrays: dict[str, dict[str, np.ndarray]] | None = None) -> dict:
+    """Write one checkpoint atomically: new array files first, then ``state.json`` naming them.
+
+    Args:
+        state: the counters (phase, epochs_done, history, ...), without ``files``.
+        arrays: ``{kind: {name: array}}`` for the kinds that changed; the other kinds keep the
+            files of the previous checkpoint.
+
+    Returns:
+        The committed state (with ``files``).
+    """
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    files = _committed_files(directory, read_state(run_dir))
+    token = secrets.token_hex(4)
+    for kind, data in (arrays or {}).items():
+        if kind not in KINDS:
+            raise ValueError(f"unknown checkpoint part {kind!r}; one of {', '.join(KINDS)}")
+        name = f"{kind}-{token}.npz"
+        _savez(directory / name, data)  # fsynced, under a name no reader knows yet
+        files[kind] = name
+    committed = {**{k: v for k, v in state.items() if k != "files"}, "files": files}
+    write_json_atomic(directory / STATE_FILE, committed)  # the commit
+    _fsync_dir(directory)  # the rename is on disk before the old files go
+    keep = set(files.values())
+    for stale in directory.glob("*.npz"):
+        if stale.name not in keep:
+            stale.unlink(missing_ok=True)
+    return committed
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -97,9 +184,10 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     def __init__(self, run_dir: Path, patience: int, state: dict | None = None):
         super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True)
-        self.best_path = Path(run_dir) / CHECKPOINT_DIR / "best.npz"
+        self.run_dir = Path(run_dir)
         self._resume_state = state
         self._unsaved_best = False
+        self._seeded_weights: list[np.ndarray] | None = None
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -108,8 +196,11 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             best = self._resume_state["best"]
             self.best = None if best is None else float(best)
             self.best_epoch = int(self._resume_state["best_epoch"])
-            if self.best_path.exists():
-                with np.load(self.best_path) as data:
+            if self._seeded_weights is not None:
+                self.best_weights, self._unsaved_best = self._seeded_weights, True
+                self._seeded_weights = None
+            elif (best_file := checkpoint_file(self.run_dir, "best")) is not None:
+                with np.load(best_file) as data:
                     self.best_weights = [data[f"w{i}"] for i in range(len(data.files))]
 
     def on_epoch_end(self, epoch, logs=None):
@@ -120,22 +211,26 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         if self.best != before:
             self._unsaved_best = True
 
-    def persist_best(self) -> None:
-        """Write the weights early stopping would restore, if they changed since the last call.
+    def unsaved_best(self) -> dict[str, np.ndarray] | None:
+        """The weights early stopping would restore, if they changed since the last checkpoint.
 
-        Called by :class:`EpochCheckpoint` with each checkpoint, so ``best.npz`` always matches
-        the counters in ``state.json``.
+        :class:`EpochCheckpoint` commits them with its counters (then calls :meth:`mark_saved`),
+        so the best weights on disk always match ``state.json``.
         """
         if self._unsaved_best and self.best_weights is not None:
-            save_weights(self.best_weights, self.best_path)
-            self._unsaved_best = False
+            return weight_arrays(self.best_weights)
+        return None
+
+    def mark_saved(self) -> None:
+        self._unsaved_best = False
 
     def seed_baseline(self, model: keras.Model, value: float) -> None:
         """Count ``model``'s current weights as the best so far, at monitored value ``value``.
 
-        Fine-tuning uses it so that the result is only kept if it beats the model it started from.
+        Fine-tuning uses it so that the result is only kept if it beats the model it started from;
+        the weights go to disk with the first checkpoint.
         """
-        save_weights(model, self.best_path)
+        self._seeded_weights = model.get_weights()
         self._resume_state = {"wait": 0, "best": float(value), "best_epoch": -1}
 
     @property
@@ -191,17 +286,20 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.write()
 
     def write(self) -> None:
-        """Checkpoint the epochs completed so far (weights, optimizer, best weights, counters)."""
-        save_training_state(self.model, self.directory / "state.npz")
-        if self.early_stopping is not None:
-            self.early_stopping.persist_best()
+        """Checkpoint the epochs completed so far (weights, optimizer, best weights, counters), atomically."""
+        arrays = {"state": training_state_arrays(self.model)}
+        best = self.early_stopping.unsaved_best() if self.early_stopping is not None else None
+        if best is not None:
+            arrays["best"] = best
         state = {**self.extra_state, "phase": self.phase, "epochs_done": self.epochs_done, "seed": self.seed,
                  "history": self.history}
         if self.early_stopping is not None:
             state["early_stopping"] = self.early_stopping.state()
         if self.plateau is not None:
             state["plateau"] = {"wait": self.plateau.wait, "best": float(self.plateau.best)}
-        write_json_atomic(self.directory / "state.json", state)
+        commit_checkpoint(self.run_dir, state, arrays)
+        if best is not None:
+            self.early_stopping.mark_saved()
         self._last_write = time.monotonic()
 
 
