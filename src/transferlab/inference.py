@@ -9,6 +9,7 @@ threads, batch by batch, so folders of any size stream through in bounded memory
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,7 @@ from transferlab.errors import ConfigError, MissingFileError, ModelFormatError
 from transferlab.progress import progress_bar
 from transferlab.rundir import CONFIG_FILE, LABELS_FILE, MODEL_CARD_FILE, MODEL_FILE, read_json, read_labels
 from transferlab.runtimes.base import as_dtype
+from transferlab.training.operating_point import UNCERTAIN, DecisionRule, decide
 
 logger = logging.getLogger("transferlab")
 
@@ -32,13 +34,20 @@ logger = logging.getLogger("transferlab")
 
 @dataclass
 class Prediction:
-    """The answer for one image: best label and probability, the top-k, or the error."""
+    """The answer for one image: best label and probability, the top-k, or the error.
+
+    ``label`` is the class the model's decision rule gives (the argmax, or the operating point's
+    answer when the run has one). ``outcome`` is what to act on: ``label``, or "uncertain" when
+    the top probability is below the rule's ``uncertain_below`` (a person should look; ``label``
+    still holds the model's answer). None for unreadable files.
+    """
 
     source: str
     label: str | None = None
     probability: float | None = None
     top_k: list[tuple[str, float]] = field(default_factory=list)
     error: str | None = None
+    outcome: str | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -126,6 +135,8 @@ class Predictor:
         self.run_dir = Path(run_dir) if run_dir else None
         self.metadata = metadata or {}
         self.feature_map_cache = None
+        # The operating point / reject option saved with the run or export (None: plain argmax).
+        self.decision = DecisionRule.from_metadata(self.metadata)
 
     @property
     def model(self):
@@ -184,10 +195,27 @@ class Predictor:
     def _prediction(self, source: str, probs: np.ndarray, top_k: int) -> Prediction:
         order = np.argsort(-probs)[:top_k]
         ranked = [(self.class_names[j], float(probs[j])) for j in order]
-        return Prediction(source, ranked[0][0], ranked[0][1], ranked)
+        labels, uncertain = decide(probs[None], self.class_names, self.decision)
+        label = self.class_names[int(labels[0])]
+        return Prediction(source, label, float(probs[int(labels[0])]), ranked,
+                          outcome=UNCERTAIN if uncertain[0] else label)
 
 # ------------------------------------------------------------------ loading
 KERAS_SUFFIXES = (".keras", ".h5")
+
+
+def _embedded(runtime, model_path: Path) -> tuple[list[str] | None, dict | None]:
+    """Class names and resize written inside the model file (ONNX/TFLite metadata), if any."""
+    from transferlab.runtimes.metadata import METADATA_CLASSES, METADATA_RESIZE
+
+    found = getattr(runtime, "metadata", None) or {}
+    try:
+        classes = json.loads(found[METADATA_CLASSES]) if METADATA_CLASSES in found else None
+        resize = json.loads(found[METADATA_RESIZE]) if METADATA_RESIZE in found else None
+    except ValueError:
+        logger.warning("%s has unreadable transferlab metadata: ignored.", model_path)
+        return None, None
+    return classes, resize
 
 
 def locate_model(path: str | os.PathLike) -> tuple[Path, str]:
@@ -269,8 +297,13 @@ def load(path: str | os.PathLike, *, safe_mode: bool = True, cls: type[Predictor
     runtime = _open_runtime(model_path, fmt, safe_mode, metadata)
     if card:
         metadata["model_card"] = card
+    embedded_classes, embedded_resize = _embedded(runtime, model_path)
     num_classes = getattr(runtime, "num_classes", None)
-    if labels_path:
+    if embedded_classes:  # written into the file at export: travels with it, so it comes first
+        class_names = embedded_classes
+        if labels_path and read_labels(labels_path) != class_names:
+            logger.warning("%s differs from the labels inside %s: using the model's own.", labels_path, model_path)
+    elif labels_path:
         class_names = read_labels(labels_path)
     elif card.get("classes") or metadata.get("class_names"):
         class_names = card.get("classes") or metadata["class_names"]
@@ -282,7 +315,14 @@ def load(path: str | os.PathLike, *, safe_mode: bool = True, cls: type[Predictor
     if num_classes and len(class_names) != num_classes:
         raise ModelFormatError(f"{labels_path or 'The metadata'} lists {len(class_names)} classes but {model_path} "
                          f"outputs {num_classes}.")
-    resize_dict = card.get("input", {}).get("resize") or metadata.get("resize")
-    resize = ResizeConfig(**resize_dict) if resize_dict else ResizeConfig(size=runtime.input_size or 224)
+    resize_dict = embedded_resize or card.get("input", {}).get("resize") or metadata.get("resize")
+    if resize_dict:
+        resize = ResizeConfig(**resize_dict)
+    else:
+        resize = ResizeConfig(size=runtime.input_size or 224)
+        logger.warning("%s does not say how images were resized in training (no resize inside it, no "
+                       "model_card.json or config.json beside it): assuming %s to %d px, which can change its "
+                       "predictions. Re-export it with `transferlab export RUN`, or keep model_card.json beside it.",
+                       model_path, resize.mode, resize.size)
     run_dir = config_path.parent if config_path else dirs[0]
     return (cls or Predictor)(runtime, class_names, resize, run_dir=run_dir, metadata=metadata)

@@ -14,6 +14,7 @@ Layout of ``runs/<name>/``::
     metrics.json           evaluation report on the test split (validation split when no test)
     predictions.csv        per-image label, prediction and probabilities on that split
     confusion_matrix.png, confusion_matrix_normalized.png, training_curves.png
+    precision_recall.png   with --good-class: the operating point on the precision-recall curve
     report.html            all of the above on one page, with the mistakes and Grad-CAM
     checkpoint/            the last epoch's weights, optimizer state and counters (resume)
     evaluations/<name>/    later `transferlab evaluate` results
@@ -45,6 +46,7 @@ REPORT_FILE = "report.html"
 TRAINING_CURVES_FILE = "training_curves.png"
 CONFUSION_FILE = "confusion_matrix.png"
 CONFUSION_NORMALIZED_FILE = "confusion_matrix_normalized.png"
+PRECISION_RECALL_FILE = "precision_recall.png"
 CHECKPOINT_DIR = "checkpoint"
 EVALUATIONS_DIR = "evaluations"
 EXPORT_DIR = "export"

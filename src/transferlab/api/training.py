@@ -29,6 +29,7 @@ import numpy as np
 
 from transferlab import __version__
 from transferlab._atomic import DiskFullError, disk_full_guard
+from transferlab.api.choices import check_decision_settings, choose_operating_point, choose_resize, resolve_class_weight
 from transferlab.api.classifier import Classifier
 from transferlab.data.dataset import ImageDataset, load_dataset
 from transferlab.data.decode import ResizeConfig
@@ -36,6 +37,7 @@ from transferlab.errors import ConfigError, RunExistsError, TrainingInterrupted
 from transferlab.features import SplitFeatures, extract_splits, resize_for
 from transferlab.rundir import RunDir, RunMetadata
 from transferlab.training.config import TrainConfig
+from transferlab.training.operating_point import EXTRAS_KEY as OPERATING_POINT_KEY
 from transferlab.training.runlock import run_lock
 
 logger = logging.getLogger("transferlab")
@@ -135,7 +137,8 @@ def prepare_run(data: str | os.PathLike, dataset: ImageDataset, config: TrainCon
     if config.strategy == "fine-tune":
         check_fine_tunable(info)
     resize = ResizeConfig(**warm.resize) if warm and warm.resize else resize_for(
-        info, mode=config.resize_mode, interpolation=config.interpolation, crop_fraction=config.crop_fraction)
+        info, mode=None if config.resize_mode == "auto" else config.resize_mode, interpolation=config.interpolation,
+        crop_fraction=config.crop_fraction)
     logger.info("Backbone %s: %d px input, %d features from layer %s, preprocessing %s, resize %s",
                 info.name, resize.size, info.feature_dim, info.feature_layer, info.preprocess, resize.mode)
     for name in config.ignored_settings():
@@ -148,6 +151,7 @@ def prepare_run(data: str | os.PathLike, dataset: ImageDataset, config: TrainCon
               "counts": {s: dataset.counts(s) for s in ("train", "val", "test")},
               "bad_files": len(dataset.bad_files)},
         versions=versions(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    check_decision_settings(config, dataset)
     run.write_metadata(metadata)
     return PreparedRun(run, str(data), dataset, config, backbone, info, resize, metadata, state, warm)
 
@@ -220,6 +224,9 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
     from transferlab.training.finetune import find_base, set_trainable_top
     from transferlab.training.head import assemble_classifier, build_head
 
+    if prep.config.resize_mode == "auto":
+        prep.resize, prep.metadata.extras["resize"] = choose_resize(prep, show_progress)
+        prep.metadata.resize = prep.resize.to_dict()
     config, run, state, warm = prep.config, prep.run, prep.state, prep.warm
     if config.ray:  # phase 1 on the cluster; extract_splits below then reads only cache hits
         from transferlab.api.extract import fill_dataset_cache
@@ -230,6 +237,8 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
     features, extraction, cache = extract_splits(prep.dataset, prep.backbone, prep.info, prep.resize,
                                                  cache_dir=config.cache_dir, engine=config.engine,
                                                  show_progress=show_progress)
+    config, imbalance = resolve_class_weight(config, features, len(prep.dataset.class_names))
+    prep.metadata.extras["imbalance"] = imbalance.to_dict()
     # ---- the head on cached features (rebuilt from the config, then checkpoints loaded)
     keras.utils.set_random_seed(config.seed)  # before building: initial weights are seeded too
     if warm is not None and warm.head is not None:
@@ -294,6 +303,9 @@ def finish_run(prep: PreparedRun, fit: FittedRun) -> Classifier:
         from transferlab.evaluation.gradcam import FeatureMapCache
 
         clf.feature_map_cache = FeatureMapCache(fit.cache.root, fit.cache.parts)
+    rule, validation = choose_operating_point(config, fit.features["val"], class_names, fit.head, clf)
+    if rule is not None:
+        metadata.extras[OPERATING_POINT_KEY] = rule.to_dict()
     eval_split = "test" if len(fit.features["test"]) else "val"
     evaluated = fit.features[eval_split]
     y_eval, eval_records = evaluated.y, evaluated.records
@@ -314,8 +326,15 @@ def finish_run(prep: PreparedRun, fit: FittedRun) -> Classifier:
         metrics["split"] = eval_split
         if eval_split == "val":
             metrics["note"] = "no test split: metrics are on the validation split that drove early stopping"
+        extra = [curves]
+        if rule is not None:
+            from transferlab.evaluation.artifacts import operating_point_outputs
+
+            metrics["operating_point"], jobs = operating_point_outputs(run.path, rule, probs, y_eval, class_names,
+                                                                       eval_split, validation)
+            extra += jobs
         figures = write_evaluation(run.path, metrics, [r.path for r in eval_records], [r.label for r in eval_records],
-                                   probs, class_names, extra_figures=[curves], background=True)
+                                   probs, class_names, extra_figures=extra, background=True)
     else:
         figures = draw_figures([curves], background=True)
     atomic_write(run.model, fit.model.save, keep_suffix=True)  # never half a model.keras

@@ -11,6 +11,7 @@
     transferlab report RUN             report.html              -> transferlab.evaluation.reporting.write_run_report()
     transferlab explain MODEL IMAGES   Grad-CAM overlays        -> transferlab.evaluation.gradcam.explain()
     transferlab audit DIR              label errors, duplicates -> transferlab.audit()
+    transferlab serve MODEL            HTTP prediction service  -> transferlab.serving.serve()
 
 Each command group is a module here with a ``register(subparsers)`` function; :data:`COMMANDS`
 lists them, in the order ``--help`` shows them. A new command is a new module and one entry there.
@@ -25,7 +26,7 @@ import sys
 from typing import Sequence
 
 from transferlab import __version__
-from transferlab.cli import audit, data, evaluate, export, extract, predict, train
+from transferlab.cli import audit, data, evaluate, export, extract, predict, serve, train
 from transferlab.cli._common import ExitCode, global_options
 from transferlab.errors import TransferlabError
 from transferlab.progress import set_quiet
@@ -33,7 +34,7 @@ from transferlab.progress import set_quiet
 __all__ = ["COMMANDS", "ExitCode", "build_parser", "entry_point", "main"]
 
 COMMANDS = (data.register, extract.register, train.register, evaluate.register, predict.register,
-            export.register, audit.register)
+            export.register, audit.register, serve.register)
 
 
 def build_parser() -> argparse.ArgumentParser:

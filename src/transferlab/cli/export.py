@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from transferlab.cli._common import ExitCode, add_command, add_unsafe, print_json
 
@@ -18,7 +19,8 @@ def format_table(summary: dict) -> str:
         def num(key: str, spec: str) -> str:
             return format(e[key], spec) if e.get(key) is not None else "-"
 
-        verdict = "-" if e.get("passed") is None else "ok" if e["passed"] else f"FAILED: {e['check']}"
+        verdict = ("-" if e.get("passed") is None else "ok" if e["passed"]
+                   else f"FAILED: {e['check']}" + ("" if e.get("kept", True) else " (not written)"))
         lines.append(f"  {fmt:<12} {e['file']:<18} {e['bytes'] / 1e6:>7.2f}MB {num('max_abs_diff', '.2e'):>11} "
                      f"{num('top1_agreement', '.2%'):>10} {num('accuracy', '.4f'):>9}  {verdict}")
     return "\n".join(lines)
@@ -28,12 +30,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from transferlab.export.exporter import export_run
 
     summary = export_run(args.run, args.formats, calibration_images=args.calibration_images, data_root=args.data,
-                         safe_mode=not args.unsafe, show_progress=not (getattr(args, "quiet", False) or args.json))
+                         safe_mode=not args.unsafe, show_progress=not (getattr(args, "quiet", False) or args.json),
+                         keep_failing=args.keep_failing)
     if args.json:
         print_json(summary)
     else:
         print(format_table(summary))
-    return ExitCode.PROBLEMS if summary.get("passed") is False else ExitCode.OK
+    failed = [fmt for fmt, e in summary["formats"].items() if e.get("passed") is False]
+    for fmt in failed:
+        e = summary["formats"][fmt]
+        print(f"{fmt}: FAILED its parity check ({e['check']}); "
+              + ("kept as asked (--keep-failing)" if e.get("kept") else f"not written. To try: {e.get('advice')}"),
+              file=sys.stderr)
+    return ExitCode.PROBLEMS if failed and not args.keep_failing else ExitCode.OK
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -47,6 +56,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="training images calibrating the int8 model (default 300)")
     p.add_argument("--data", help="the dataset's folder if it moved since training")
     p.add_argument("--json", action="store_true", help="print the parity summary as JSON")
+    p.add_argument("--keep-failing", action="store_true",
+                   help="keep a format that fails its parity check (and exit 0); by default it is not written")
     add_unsafe(p)
     p.set_defaults(func=_cmd_export)
     return p

@@ -14,6 +14,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from transferlab.inference import load
 
     clf = load(args.model, safe_mode=not args.unsafe)  # prediction alone: no TensorFlow for ONNX/TFLite
+    _apply_decision_options(clf, args)
     predictions = clf.predict(args.paths, top_k=args.top_k, batch_size=args.batch_size,
                               show_progress=not args.quiet and args.format == "table")
     for p in predictions:  # printed text: names that are not UTF-8 are shown escaped
@@ -22,11 +23,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print_json([p.to_dict() for p in predictions])
     elif args.format == "csv":
         writer = csv.writer(sys.stdout)
-        writer.writerow(["path", "label", "probability", "top_k", "error"])
+        writer.writerow(["path", "label", "probability", "top_k", "error", "outcome"])
         for p in predictions:
             top = ";".join(f"{label}:{prob:.4f}" for label, prob in p.top_k)
             writer.writerow([p.source, p.label or "", f"{p.probability:.6f}" if p.probability is not None else "",
-                             top, p.error or ""])
+                             top, p.error or "", p.outcome or ""])
     else:
         width = max([len(p.source) for p in predictions] + [4])
         for p in predictions:
@@ -34,8 +35,36 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 print(f"{p.source:<{width}}  ERROR: {p.error}")
             else:
                 rest = "  ".join(f"{label} {prob:.3f}" for label, prob in p.top_k)
+                if p.outcome != p.top_k[0][0]:  # the decision rule changed the answer: say it first
+                    rest = f"-> {p.outcome}  ({rest})"
                 print(f"{p.source:<{width}}  {rest}")
+    _print_uncertain_share(predictions, clf)
     return ExitCode.PROBLEMS if any(p.error for p in predictions) else ExitCode.OK
+
+
+def _apply_decision_options(clf, args: argparse.Namespace) -> None:
+    """``--argmax`` drops the saved decision rule; ``--uncertain-below`` sets the reject option."""
+    from transferlab.training.operating_point import DecisionRule
+
+    if args.argmax:
+        clf.decision = None
+    if args.uncertain_below is not None:
+        clf.decision = clf.decision or DecisionRule()
+        clf.decision.uncertain_below = args.uncertain_below
+
+
+def _print_uncertain_share(predictions, clf) -> None:
+    if clf.decision is not None and clf.decision.uncertain_below is not None and predictions:
+        n = sum(p.outcome == "uncertain" for p in predictions)
+        print(f"uncertain (top probability < {clf.decision.uncertain_below:g}): {n} of {len(predictions)} "
+              f"({n / len(predictions):.1%}) for a person to check", file=sys.stderr)
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], got {text!r}")
+    return value
 
 
 def register(subparsers) -> None:
@@ -46,5 +75,9 @@ def register(subparsers) -> None:
     p.add_argument("--top-k", type=int, default=1, help="how many classes to show per image (default 1)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--uncertain-below", type=_probability, metavar="P",
+                   help="answer 'uncertain' when the top probability is below P (default: the run's setting)")
+    p.add_argument("--argmax", action="store_true",
+                   help="ignore the run's saved operating point and reject option: the most probable class")
     add_unsafe(p)
     p.set_defaults(func=_cmd_predict)

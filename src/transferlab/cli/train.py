@@ -49,7 +49,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     prestart_helper()  # the figure helper starts up on another core while TensorFlow is imported
     from transferlab.api import resume, train
+    from transferlab.evaluation.metrics import is_imbalanced_report
     from transferlab.training.checkpoint import TrainingInterrupted
+    from transferlab.training.operating_point import format_figures
 
     settings = {f.name: getattr(args, f.name) for f in cli_settings() if getattr(args, f.name) is not None}
     if str(settings.get("weights", "")).lower() == "none":
@@ -81,8 +83,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return ExitCode.INTERRUPTED
     metrics = clf.metadata.get("metrics")
     if metrics:
-        print(f"Test accuracy: {metrics['accuracy']:.4f} ({metrics['split']} split, {metrics['num_samples']} images)")
-        print("Per-class F1: " + ", ".join(f"{c} {v['f1']:.3f}" for c, v in metrics["per_class"].items()))
+        where = f"({metrics['split']} split, {metrics['num_samples']} images)"
+        if is_imbalanced_report(metrics):  # accuracy hides a missed rare class: lead with what shows it
+            print(f"Test macro F1: {metrics['macro']['f1']:.4f}, balanced accuracy {metrics['macro']['recall']:.4f} "
+                  f"{where}; accuracy {metrics['accuracy']:.4f}")
+            print("Per-class recall: " + ", ".join(f"{c} {v['recall']:.3f}" for c, v in metrics["per_class"].items()))
+        else:
+            print(f"Test accuracy: {metrics['accuracy']:.4f} {where}")
+            print("Per-class F1: " + ", ".join(f"{c} {v['f1']:.3f}" for c, v in metrics["per_class"].items()))
+        if metrics.get("operating_point"):
+            print(format_figures(metrics["operating_point"], metrics["split"]))
     print(f"Run directory: {clf.run_dir}")
     print(f"Model: {clf.model_path}")
     return ExitCode.OK

@@ -54,3 +54,36 @@ def write_evaluation(out_dir: str | Path, report: dict, paths: Sequence[str], la
     rundir.write_json(out / rundir.METRICS_FILE, report)
     write_predictions(out / rundir.PREDICTIONS_FILE, paths, labels, probs, class_names)
     return draw_figures(confusion_figures(out, report, class_names) + list(extra_figures), background=background)
+
+
+def operating_point_outputs(out_dir: str | Path, rule, probs: np.ndarray, y_true: np.ndarray,
+                            class_names: Sequence[str], split: str,
+                            validation: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[dict, list[FigureJob]]:
+    """The decision rule's figures on an evaluated split, and the precision-recall picture job.
+
+    Args:
+        rule: a :class:`~transferlab.training.operating_point.DecisionRule`.
+        probs: (N, C) probabilities of the evaluated images; y_true: (N,) their class indices.
+        split: the evaluated split's name, for the figure's legend.
+        validation: (probs, y_true) of the split the threshold was chosen on, drawn as a second curve.
+
+    Returns:
+        (``metrics["operating_point"]``: the figures plus the rule itself, figure jobs: the
+        precision-recall curve when the rule has a threshold).
+    """
+    from transferlab.training.operating_point import decision_figures, good_index
+
+    figures = {**decision_figures(probs, y_true, class_names, rule), "split": split, "rule": rule.to_dict()}
+    if rule.threshold is None:
+        return figures, []
+    g = good_index(class_names, rule.good_class)
+    curves = {}
+    for name, pair in ((f"{rule.chosen_on or 'validation'} (chosen on)", validation), (split, (probs, y_true))):
+        p, y = pair or (None, None)
+        if p is not None and len(p):
+            curves[name] = {"p_good": [float(v) for v in np.asarray(p)[:, g]],
+                            "is_defect": [bool(v) for v in np.asarray(y) != g]}
+    job = FigureJob("plot_precision_recall", str(Path(out_dir) / rundir.PRECISION_RECALL_FILE),
+                    {"curves": curves, "threshold": rule.threshold, "target_recall": rule.target_recall,
+                     "good_class": rule.good_class})
+    return figures, [job]

@@ -12,7 +12,7 @@ from transferlab import rundir
 from transferlab._paths import display_path
 from transferlab.data.dataset import ImageDataset, load_dataset
 from transferlab.errors import ConfigError
-from transferlab.evaluation.artifacts import write_evaluation
+from transferlab.evaluation.artifacts import operating_point_outputs, write_evaluation
 from transferlab.evaluation.metrics import classification_report
 from transferlab.evaluation.reporting import write_report_safely
 
@@ -52,11 +52,16 @@ def evaluate_predictor(clf, data: str | os.PathLike | ImageDataset, *, batch_siz
     report["data"] = str(dataset.root)
     if split:
         report["split"] = split
+    jobs = []
+    decision = getattr(clf, "decision", None)
+    if decision is not None and decision.active and keep.any():  # the figures at the saved operating point
+        report["operating_point"], jobs = operating_point_outputs(out_dir or ".", decision, probs[keep], labels[keep],
+                                                                  clf.class_names, split or "evaluated")
     if out_dir is not None:
         out = Path(out_dir)
         kept = [r for r, k in zip(records, keep) if k]
         figures = write_evaluation(out, report, [r.path for r in kept], [r.label for r in kept], probs[keep],
-                                   clf.class_names, background=True)
+                                   clf.class_names, extra_figures=jobs, background=True)
         rundir.write_labels(out / rundir.LABELS_FILE, clf.class_names)
         write_report_safely(out, clf, figures=figures)
     return report

@@ -28,7 +28,7 @@ logger = logging.getLogger("transferlab")
 
 __all__ = ["FigureJob", "PendingFigures", "draw_figures", "prestart_helper"]
 
-_PLOTS = ("plot_confusion_matrix", "plot_training_curves")  # what a job may name
+_PLOTS = ("plot_confusion_matrix", "plot_precision_recall", "plot_training_curves")  # what a job may name
 _HELPER_TIMEOUT_S = 300
 _prestarted: subprocess.Popen | None = None
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
-__all__ = ["classification_report", "format_summary"]
+__all__ = ["classification_report", "format_summary", "is_imbalanced_report"]
 
 _EPS = 1e-7  # Keras' default epsilon, so the loss matches model.evaluate()
 _MAX_CONFUSED = 10
@@ -94,13 +94,37 @@ def classification_report(
     return report
 
 
+def is_imbalanced_report(report: dict[str, Any]) -> bool:
+    """True when the evaluated images' classes are imbalanced (the training rule,
+    :data:`~transferlab.training.imbalance.IMBALANCE_RATIO`, on their supports)."""
+    from transferlab.training.imbalance import is_imbalanced
+
+    return is_imbalanced([m["support"] for m in report["per_class"].values()])
+
+
 def format_summary(report: dict[str, Any]) -> str:
-    """Return a short console summary of a :func:`classification_report` result."""
-    lines = [
-        f"samples: {report['num_samples']}",
-        f"accuracy: {report['accuracy']:.4f}   loss: {report['loss']:.4f}   "
-        f"macro F1: {report['macro']['f1']:.4f}",
-    ]
+    """Return a short console summary of a :func:`classification_report` result.
+
+    When the evaluated classes are imbalanced it leads with macro-F1, balanced accuracy and
+    each class's recall: there accuracy looks fine while a rare class is missed. The figures
+    at a saved operating point (``report["operating_point"]``) follow.
+    """
+    lines = [f"samples: {report['num_samples']}"]
+    if is_imbalanced_report(report):
+        lines += [
+            f"macro F1: {report['macro']['f1']:.4f}   balanced accuracy (mean recall): "
+            f"{report['macro']['recall']:.4f}   [classes imbalanced: accuracy alone misleads]",
+            "recall per class: " + ", ".join(f"{name} {m['recall']:.3f}" for name, m in report["per_class"].items()),
+            f"accuracy: {report['accuracy']:.4f}   loss: {report['loss']:.4f}",
+        ]
+    else:
+        lines.append(f"accuracy: {report['accuracy']:.4f}   loss: {report['loss']:.4f}   "
+                     f"macro F1: {report['macro']['f1']:.4f}")
+    if report.get("operating_point"):
+        from transferlab.training.operating_point import format_figures
+
+        text = format_figures(report["operating_point"], report["operating_point"].get("split", "evaluated"))
+        lines += text.splitlines()
     if "top_k_accuracy" in report:
         lines.append(
             "   ".join(

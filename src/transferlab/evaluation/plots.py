@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["plot_confusion_matrix", "plot_training_curves"]
+__all__ = ["plot_confusion_matrix", "plot_precision_recall", "plot_training_curves"]
 
 _DPI = 120
 # Beyond this many classes per-cell numbers cannot be read at any sensible figure size.
@@ -156,6 +156,62 @@ def plot_training_curves(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         ax.legend()
+    return _save(fig, path)
+
+
+def plot_precision_recall(
+    curves: Mapping[str, Mapping[str, Sequence]],
+    path: str | os.PathLike[str],
+    *,
+    threshold: float,
+    target_recall: float | None = None,
+    good_class: str = "good",
+) -> Path:
+    """Save the precision-recall curve of "defective" (not ``good_class``) with the operating point marked.
+
+    Parameters
+    ----------
+    curves : mapping of split name to {"p_good": (N,) floats, "is_defect": (N,) bools}
+        One curve per split (e.g. "validation", where the threshold was chosen, and "test").
+    path : str or PathLike
+        Output file; parent folders are created.
+    threshold : float
+        The operating point: an image is called defective when P(good) <= threshold.
+    target_recall : float, optional
+        Drawn as a dashed vertical line.
+    good_class : str
+        The defect-free class's name, for the labels.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    fig = Figure(figsize=(6.0, 4.6), dpi=_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    for k, (name, data) in enumerate(curves.items()):
+        p_good = np.asarray(data["p_good"], dtype=np.float64)
+        is_defect = np.asarray(data["is_defect"], dtype=bool)
+        if not is_defect.any() or is_defect.all():
+            continue
+        precision, recall, _ = precision_recall_curve(is_defect, -p_good)
+        line, = ax.plot(recall, precision, drawstyle="steps-post", label=name)
+        called = p_good <= threshold
+        tp = int((called & is_defect).sum())
+        at_recall, at_precision = tp / int(is_defect.sum()), tp / max(int(called.sum()), 1)
+        ax.plot([at_recall], [at_precision], marker="o", markersize=8, color=line.get_color(),
+                label=f"{name} at threshold: recall {at_recall:.2f}, precision {at_precision:.2f}")
+    if target_recall is not None:
+        ax.axvline(target_recall, color="grey", linestyle="--", linewidth=1, label=f"target recall {target_recall:g}")
+    ax.set_xlim(0.0, 1.02)
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlabel(f"recall of not-{good_class} (share of defective images caught)")
+    ax.set_ylabel("precision of the defective call")
+    ax.set_title(f"Operating point: defective when P({good_class}) <= {threshold:.4g}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
     return _save(fig, path)
 
 

@@ -2,7 +2,7 @@
 
 Images are embedded as base64 ``data:`` URIs and the CSS is inline: no JavaScript, no network,
 so the file can be mailed or attached to a ticket. Sections (each with a stable ``id``):
-``summary``, ``per-class``, ``confusion``, ``confused-pairs``, ``mistakes`` (misclassified images of
+``summary``, ``operating-point`` (when the model has a decision rule), ``per-class``, ``confusion``, ``confused-pairs``, ``mistakes`` (misclassified images of
 the evaluated split, worst first, with Grad-CAM overlays), ``curves``, ``data``, ``settings``.
 Every file of the run is optional: what is missing is said in its section.
 """
@@ -196,8 +196,18 @@ def _muted(text: str) -> str:
 
 # ------------------------------------------------------------------ sections
 def _summary(config: dict | None, metrics: dict | None) -> str:
+    from transferlab.evaluation.metrics import is_imbalanced_report
+
     cards = []
-    if metrics:
+    imbalanced = bool(metrics) and is_imbalanced_report(metrics)
+    if imbalanced:  # accuracy looks fine while a rare class is missed: lead with what shows it
+        rarest = min(metrics["per_class"].items(), key=lambda kv: (kv[1]["support"] == 0, kv[1]["recall"]))
+        cards += [(f"{metrics['macro']['f1']:.3f}", "macro F1"),
+                  (f"{metrics['macro']['recall']:.1%}", "balanced accuracy (mean recall)"),
+                  (f"{rarest[1]['recall']:.1%}", f"lowest recall: {rarest[0]}"),
+                  (f"{metrics['accuracy']:.1%}", "accuracy"), (f"{metrics['loss']:.3f}", "loss"),
+                  (str(metrics["num_samples"]), f"{metrics.get('split', 'evaluated')} images")]
+    elif metrics:
         cards += [(f"{metrics['accuracy']:.1%}", "accuracy"), (f"{metrics['macro']['f1']:.3f}", "macro F1"),
                   (f"{metrics['loss']:.3f}", "loss"), (str(metrics["num_samples"]), f"{metrics.get('split', 'evaluated')} images")]
         for k, v in (metrics.get("top_k_accuracy") or {}).items():
@@ -213,6 +223,12 @@ def _summary(config: dict | None, metrics: dict | None) -> str:
             cards.append((f"{seconds:.1f} s", "training time"))
     body = "".join(f'<div class="card"><b>{_e(v)}</b><span>{_e(k)}</span></div>' for v, k in cards)
     note = f'<p class="note">{_e(metrics["note"])}</p>' if metrics and metrics.get("note") else ""
+    if imbalanced:
+        note += ('<p class="note">The classes are imbalanced: accuracy is dominated by the large classes. '
+                 "Read macro F1 and each class's recall (per-class table below).</p>")
+    imbalance = ((config or {}).get("extras") or {}).get("imbalance")
+    if imbalance and imbalance.get("reason"):
+        note += _muted("Class weighting: " + imbalance["reason"] + ".")
     return _section("summary", "Summary", (f'<div class="cards">{body}</div>' if body else _muted("Nothing to summarise yet.")) + note)
 
 
@@ -309,6 +325,49 @@ def _confusion(metrics: dict | None, names: list[str], tmp: Path, run: Path | No
             + _muted("Rows: true class; columns: predicted class. Row-normalized: each row divided by its "
                      "total, so the diagonal is each class's recall."))
     return _section("confusion", "Confusion matrix", body)
+
+
+_DECISION_ROWS = (("defect_recall", "defective images caught (recall)", True),
+                  ("caught_or_routed", "defective caught or routed to a person", True),
+                  ("defect_precision", "precision of the defective call", True),
+                  ("false_alarm_rate", "false alarms (share of good called defective)", True),
+                  ("good_recall", "good images passed", True), ("missed", "defective images missed", False),
+                  ("uncertain_share", "routed to a person (uncertain)", True),
+                  ("accuracy_decided", "accuracy on the images not routed", True),
+                  ("defective", "defective images", False), ("good", "good images", False),
+                  ("images", "images", False))
+
+
+def _operating_point(run: Path, metrics: dict | None) -> str:
+    """The decision rule saved with the model, its figures on validation and on the evaluated split,
+    and the precision-recall curve with the point marked."""
+    op = (metrics or {}).get("operating_point")
+    if not op:
+        return ""
+    rule = op.get("rule") or {}
+    columns = [(f"{rule.get('chosen_on')} (chosen on)", rule.get("validation") or {})] if rule.get("chosen_on") else []
+    columns.append((f"{op.get('split', 'evaluated')}", op))
+
+    def cell(figures: dict, key: str, share: bool) -> str:
+        value = figures.get(key)
+        return "&mdash;" if value is None else (f"{value:.1%}" if share else str(value))
+
+    rows = [[_e(label)] + [cell(f, key, share) for _, f in columns] for key, label, share in _DECISION_ROWS
+            if any(f.get(key) is not None for _, f in columns)]
+    parts = []
+    if rule.get("threshold") is not None:
+        parts.append(f"<p>An image is called <b>defective</b> (not <code>{_e(rule['good_class'])}</code>) when "
+                     f"P({_e(rule['good_class'])}) &le; <b>{rule['threshold']:.4g}</b>, the lowest threshold that "
+                     f"caught {rule['target_recall']:.0%} of the defective images of the {_e(rule['chosen_on'])} "
+                     "split. <code>predict</code> applies it; exports carry it in model_card.json "
+                     "(<code>decision</code>).</p>")
+    if rule.get("uncertain_below") is not None:
+        parts.append(f"<p>Predictions whose top probability is below {rule['uncertain_below']:g} come back as "
+                     "<b>uncertain</b>, for a person to check.</p>")
+    parts.append(_table(["figure"] + [name for name, _ in columns], rows))
+    if (run / rundir.PRECISION_RECALL_FILE).is_file():
+        parts.append(_img_file(run / rundir.PRECISION_RECALL_FILE, "precision-recall curve with the operating point"))
+    return _section("operating-point", "Operating point", "".join(parts))
 
 
 def _per_class(metrics: dict | None) -> str:
@@ -436,12 +495,13 @@ def write_report(run_dir: str | os.PathLike, *, max_gallery: int = 48,
         figures.wait()
     with tempfile.TemporaryDirectory(prefix="transferlab-report-") as tmp:
         sections = [  # results first, then how they were obtained
-            _summary(config, metrics), _per_class(metrics), _confusion(metrics, names, Path(tmp), run),
+            _summary(config, metrics), _operating_point(run, metrics), _per_class(metrics), _confusion(metrics, names, Path(tmp), run),
             _confused_pairs(metrics), mistakes, _curves(run, Path(tmp)), _data(run, config, names), _settings(config),
         ]
     created = (config or {}).get("created", "")
+    has_point = bool((metrics or {}).get("operating_point"))
     nav = " &middot; ".join(f'<a href="#{s}" style="color:#bcccdc">{t}</a>' for s, t in (
-        ("per-class", "per class"), ("confusion", "confusion matrix"), ("confused-pairs", "confused pairs"),
+        *((("operating-point", "operating point"),) if has_point else ()), ("per-class", "per class"), ("confusion", "confusion matrix"), ("confused-pairs", "confused pairs"),
         ("mistakes", "mistakes"), ("curves", "training curves"), ("data", "data"), ("settings", "settings")))
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'

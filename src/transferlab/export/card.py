@@ -9,15 +9,20 @@ from pathlib import Path
 from transferlab import __version__
 from transferlab.data.decode import ResizeConfig
 from transferlab.rundir import METRICS_FILE, read_json
+from transferlab.runtimes.metadata import METADATA_CLASSES, METADATA_RESIZE
 
-CARD_VERSION = 1
-# tflite-support (the TFLite metadata writer) pins protobuf < 4, which TensorFlow 2.21 cannot
-# run with, so labels travel beside the .tflite files instead of inside them.
+CARD_VERSION = 2
+# tflite-support (the standard TFLite metadata writer) pins protobuf < 4, which TensorFlow 2.21
+# cannot run with: the labels and resize go into entries of the flatbuffer's own metadata table.
 TFLITE_METADATA = {
-    "embedded": False,
-    "reason": "tflite-support (the TFLite metadata writer) needs protobuf<4, incompatible with this "
-              "TensorFlow; the labels are in labels.txt and in this card's 'classes'.",
+    "embedded": True,
+    "entries": [METADATA_CLASSES, METADATA_RESIZE],
+    "how": "Model.metadata entries of the TFLite flatbuffer, each naming a buffer of UTF-8 JSON",
+    "standard_metadata": False,
+    "reason": "the standard TFLITE_METADATA (Android Task Library) needs tflite-support, whose protobuf<4 "
+              "pin this TensorFlow cannot run with; the labels are also in labels.txt and 'classes'.",
 }
+ONNX_METADATA = {"embedded": True, "entries": [METADATA_CLASSES, METADATA_RESIZE], "how": "metadata_props"}
 
 
 def resize_instructions(resize: ResizeConfig) -> str:
@@ -30,6 +35,31 @@ def resize_instructions(resize: ResizeConfig) -> str:
                 f"then resize it to {s}x{s} pixels ({how}).")
     return (f"Resize keeping the aspect ratio so the longer side is {s} pixels ({how}), then pad with black "
             f"to {s}x{s}, image centred (letterbox).")
+
+
+def resize_rule(resize: ResizeConfig) -> dict:
+    """The resize as exact arithmetic, for a client written in another language.
+
+    transferlab resizes with Pillow ``Image.resize(size, filter, box=...)``: convolution
+    resampling whose filter support grows with the shrink factor (antialiased), on a
+    fractional source box.
+    """
+    s, how = resize.size, resize.interpolation
+    rule = {"library": "Pillow Image.resize (convolution resampling, antialiased when shrinking; "
+                       "fractional source box, pixel centres at +0.5)",
+            "filter": how, "output": [s, s]}
+    if resize.mode == "squash":
+        rule["box"] = "(0, 0, w, h): the whole image, aspect ratio not kept"
+    elif resize.mode == "center-crop":
+        rule["box"] = (f"side = {resize.crop_fraction:g} * min(w, h); left = (w - side) / 2; top = (h - side) / 2; "
+                       "box = (left, top, left + side, top + side), floats, not rounded")
+    else:
+        rule["box"] = (f"scale = {s} / max(w, h); new = (max(1, round(w * scale)), max(1, round(h * scale))); "
+                       f"resize the whole image to new, paste it on black {s}x{s} at "
+                       f"(({s} - new_w) // 2, ({s} - new_h) // 2)")
+    rule["python"] = (f"transferlab.data.decode.load_image(path_or_bytes, ({s}, {s}), mode={resize.mode!r}, "
+                      f"interpolation={how!r}, crop_fraction={resize.crop_fraction:g})")
+    return rule
 
 
 def package_versions() -> dict[str, str]:
@@ -46,6 +76,20 @@ def package_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             pass
     return versions
+
+
+def decision_for_card(config: dict) -> dict | None:
+    """The run's decision rule with how to apply it, for ``model_card.json`` ``"decision"``."""
+    rule = (config.get("extras") or {}).get("operating_point")
+    if not rule:
+        return None
+    how = []
+    if rule.get("threshold") is not None:
+        how.append(f"if probabilities[{rule['good_class']!r}] <= threshold: the answer is the most probable class "
+                   f"other than {rule['good_class']!r} (defective); else {rule['good_class']!r}")
+    if rule.get("uncertain_below") is not None:
+        how.append("if max(probabilities) < uncertain_below: the answer is 'uncertain' (a person checks)")
+    return {**rule, "apply": "; ".join(how)}
 
 
 def build_model_card(run_dir: Path, config: dict, class_names: list[str], resize: ResizeConfig,
@@ -65,6 +109,7 @@ def build_model_card(run_dir: Path, config: dict, class_names: list[str], resize
             "range": "0..255, raw pixels: normalisation is inside the model",
             "resize": resize.to_dict(),
             "resize_instructions": resize_instructions(resize),
+            "resize_rule": resize_rule(resize),
             "decode": "8-bit RGB; EXIF orientation applied; alpha composited over white; first frame of animations",
         },
         "output": {"name": "probabilities", "dtype": "float32", "shape": [None, len(class_names)],
@@ -73,13 +118,18 @@ def build_model_card(run_dir: Path, config: dict, class_names: list[str], resize
                                 "see files.tflite-int8.output_quantization"},
         "files": {fmt: {k: e.get(k) for k in ("file", "bytes", "input_dtype", "output_dtype", "input_quantization",
                                               "output_quantization", "max_abs_diff", "top1_agreement", "accuracy",
-                                              "passed") if k in e}
+                                              "passed", "kept", "advice") if k in e}
                   for fmt, e in formats.items()},
         "backbone": config.get("backbone"),
         "training": config.get("config"),
         "data": config.get("data"),
         "metrics": metrics,
+        # The operating point / reject option chosen at training (None: plain argmax): consumers apply it.
+        "decision": decision_for_card(config),
         "parity": {k: summary.get(k) for k in ("split", "images", "keras_accuracy", "passed")} if formats else None,
+        "accuracy_note": (f"files.*.accuracy: each format's top-1 accuracy on the {summary.get('split')} split "
+                          f"({summary.get('images')} images never trained on)") if formats else None,
         "tflite_metadata": TFLITE_METADATA,
+        "onnx_metadata": ONNX_METADATA,
         "versions": {**package_versions(), "trained_with": config.get("versions")},
     }

@@ -6,7 +6,7 @@
     saved_model/         TensorFlow SavedModel, signature serving_default: image (uint8) -> probabilities
     model.onnx           ONNX (opset 17), one input ``image`` (uint8), output ``probabilities``
     model.tflite         TFLite, float32 weights, uint8 input
-    model_int8.tflite    TFLite full-integer (int8) quantization, uint8 input, uint8 output
+    model_int8.tflite    TFLite int8 quantization, uint8 input, uint8 output (a few layers float)
     labels.txt           class names in output order
     model_card.json      classes, input size/dtype, the resize to do, backbone, data, metrics, versions
     parity.json          each format against the Keras model on held-out images
@@ -24,7 +24,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -36,6 +35,8 @@ from transferlab.data.decode import ResizeConfig
 from transferlab.data.loader import iter_file_batches
 from transferlab.errors import ConfigError, MissingDependencyError, MissingFileError
 from transferlab.export.card import build_model_card
+from transferlab.export.embed import embed_onnx, embed_tflite, model_metadata
+from transferlab.export.quantize import FALLBACK_RMSE_STEPS, convert_int8
 from transferlab.inference import load
 from transferlab.progress import progress_bar
 from transferlab.rundir import (
@@ -173,24 +174,7 @@ def _save_tflite(saved_model_uint8: Path, path: Path) -> None:
     path.write_bytes(_tflite_converter(saved_model_uint8).convert())
 
 
-def _save_tflite_int8(saved_model_float: Path, path: Path, calibration: np.ndarray) -> None:
-    """Full-integer quantization, calibrated on training images; uint8 in, uint8 out."""
-    from transferlab._tf import import_tf
-
-    tf = import_tf()
-    samples = calibration.astype(np.float32)
-    # The input's quantization comes from the calibration range: one pixel at 0 and one at 255
-    # make it scale 1, zero point 0, so the uint8 input is the raw pixel values.
-    samples[0, 0, 0], samples[0, 0, -1] = 0.0, 255.0
-    converter = _tflite_converter(saved_model_float)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ({"image": s[None]} for s in samples)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
-    with warnings.catch_warnings():  # the calibrator's own tf.lite.Interpreter deprecation notice
-        warnings.simplefilter("ignore")
-        path.write_bytes(converter.convert())
+_EMBED = {"onnx": embed_onnx, "tflite": embed_tflite, "tflite-int8": embed_tflite}
 
 
 def _replace(tmp: Path, final: Path) -> None:
@@ -219,6 +203,34 @@ def _parity(fmt: str, probs: np.ndarray, reference: np.ndarray, labels: np.ndarr
     return entry
 
 
+def _shortfall(fmt: str, entry: dict) -> str:
+    if fmt == "tflite-int8":
+        return (f"top-1 agreement with Keras {entry['top1_agreement']:.1%} < {INT8_MIN_AGREEMENT:.0%} "
+                f"(short by {100 * (INT8_MIN_AGREEMENT - entry['top1_agreement']):.1f} points)")
+    return f"max |probability difference| {entry['max_abs_diff']:.2e} > {FLOAT_TOLERANCE:g}"
+
+
+def _advice(fmt: str, entry: dict, summary: dict) -> str:
+    others = ",".join(f for f in FORMATS if f != fmt)
+    if fmt == "tflite-int8":
+        tips = ("calibrate on more training images (--calibration-images, all of them by default up to 300), "
+                "train on more data (a head fit to few images is sensitive to rounding), or use the float "
+                "model.tflite, which matches Keras")
+    else:
+        tips = "a float format should match Keras: this looks like a converter bug, please report it"
+    return f"{tips}; keep it anyway with --keep-failing, or leave it out with --format {others}"
+
+
+def _failure(fmt: str, entry: dict, summary: dict, kept: bool) -> str:
+    where = f"on the {summary['split']} split ({summary['images']} images)"
+    accuracy = (f"; accuracy {entry['accuracy']:.1%} vs Keras {summary['keras_accuracy']:.1%}"
+                if summary.get("keras_accuracy") is not None else "")
+    if kept:
+        return f"{fmt} ({entry['file']}) FAILED its parity check {where}: {_shortfall(fmt, entry)}{accuracy}. Kept (--keep-failing)."
+    return (f"{fmt} ({entry['file']}) FAILED its parity check {where}: {_shortfall(fmt, entry)}{accuracy}. "
+            f"Not written. To try: {entry['advice']}.")
+
+
 def _describe(fmt: str, entry: dict, split: str, n: int) -> str:
     if entry.get("max_abs_diff") is None:
         return f"{fmt:<12} {entry['file']}: exported (no held-out images for a parity check)"
@@ -231,7 +243,8 @@ def _describe(fmt: str, entry: dict, split: str, n: int) -> str:
 # ------------------------------------------------------------------ export_run
 def export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None = FORMATS, *,
                calibration_images: int = 300, data_root: str | os.PathLike | None = None,
-               safe_mode: bool = True, show_progress: bool = True) -> dict:
+               safe_mode: bool = True, show_progress: bool = True, keep_failing: bool = False,
+               int8_fallback: bool = True) -> dict:
     """Export a run's classifier to ``RUN/export/`` and check every format against Keras.
 
     Args:
@@ -240,21 +253,28 @@ def export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None =
         calibration_images: training images (a seeded random sample) calibrating the int8 model.
         data_root: the dataset's folder, if it moved since training (splits.csv paths are relative to it).
         safe_mode: load the run's model in Keras safe mode (off only for a trusted model with Lambda layers).
+        int8_fallback: keep in float the few layers whose int8 error the quantization debugger
+            measures above one quantization step (:mod:`transferlab.export.quantize`).
+        keep_failing: keep a format that fails its parity check (by default it is not written, and
+            any earlier file of that format stays as it was).
 
     Returns:
         The parity summary also written to ``export/parity.json``: per format the file, its size,
-        max abs probability difference and top-1 agreement with Keras, accuracy, and ``passed``.
+        max abs probability difference and top-1 agreement with Keras, accuracy, ``passed``,
+        ``kept`` and, for a format that failed and was not kept, ``advice``.
     """
     out = Path(run_dir) / EXPORT_DIR
     # Each format is written in a work folder and moved into place whole: a full disk leaves the
     # formats exported before untouched and no partial file, and says which folder is full.
     with disk_full_guard(out, hint="free space there, then export again (finished formats are kept)"):
         return _export_run(run_dir, formats, calibration_images=calibration_images, data_root=data_root,
-                           safe_mode=safe_mode, show_progress=show_progress)
+                           safe_mode=safe_mode, show_progress=show_progress, keep_failing=keep_failing,
+                           int8_fallback=int8_fallback)
 
 
 def _export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None, *, calibration_images: int,
-                data_root: str | os.PathLike | None, safe_mode: bool, show_progress: bool) -> dict:
+                data_root: str | os.PathLike | None, safe_mode: bool, show_progress: bool, keep_failing: bool,
+                int8_fallback: bool) -> dict:
     from transferlab._tf import import_tf
     from transferlab.backbones.trusted import load_run_model
 
@@ -266,24 +286,29 @@ def _export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None,
     model = load_run_model(run.dir / MODEL_FILE, safe_mode=safe_mode, run_config=run.config)
     size = run.resize.size
 
-    split = "test" if run.split("test") else "val" if run.split("val") else "train"
+    # Every image the weights never saw (test and validation): on a small set one near-tie image
+    # that int8 rounding flips costs 1/N of the agreement, so the more images the fairer the check.
+    held_splits = [name for name in ("test", "val") if run.split(name)] or ["train"]
+    split = "+".join(held_splits)
     if split == "train":
         logger.warning("The run has no test or validation split: parity is checked on training images.")
+    rows = [r for name in held_splits for r in run.split(name)]
     work = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=out))
     try:
         # Held-out images go to a file-backed array: a large test split never has to fit in memory.
-        shape = (len(run.split(split)), size, size, 3)
+        shape = (len(rows), size, size, 3)
         ensure_space(work / "heldout.npy", int(np.prod(shape)) + 4096)  # a memory map on a full disk is a SIGBUS
         held = np.lib.format.open_memmap(work / "heldout.npy", "w+", np.uint8, shape)
-        images, labels = _decode(run.split(split), run, held)
+        images, labels = _decode(rows, run, held)
         reference = _predict(KerasRuntime(model), images)
         summary = {"run_dir": str(run.dir), "export_dir": str(out), "split": split, "images": int(len(images)),
                    "keras_accuracy": float(np.mean(reference.argmax(1) == labels)) if len(images) else None,
                    "thresholds": {"float_max_abs_diff": FLOAT_TOLERANCE, "int8_top1_agreement": INT8_MIN_AGREEMENT},
                    "formats": {}}
-        write_labels(out / LABELS_FILE, run.class_names)
         card = build_model_card(run.dir, run.config, run.class_names, run.resize, {})
-        write_json(out / MODEL_CARD_FILE, card)
+        for folder in (out, work):  # work: what the parity check's loader reads beside each new file
+            write_labels(folder / LABELS_FILE, run.class_names)
+            write_json(folder / MODEL_CARD_FILE, card)
 
         saved: dict[str, Path] = {}
 
@@ -307,12 +332,15 @@ def _export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None,
                     _save_tflite(saved_model("uint8"), tmp)
                 else:
                     calibration = _calibration(run, calibration_images)
-                    _save_tflite_int8(saved_model("float32"), tmp, calibration)
-                _replace(tmp, final)
+                    quantization = convert_int8(saved_model("float32"), tmp, calibration,
+                                                fallback_rmse_steps=FALLBACK_RMSE_STEPS if int8_fallback else None)
+                if fmt in _EMBED:  # labels and resize inside the file: it may travel alone
+                    _EMBED[fmt](tmp, model_metadata(run.class_names, run.resize))
                 seconds = time.perf_counter() - start
-                # Checked through the same loader users call, so the check covers loading too.
-                runtime = load(final, safe_mode=safe_mode).runtime
-                entry = {"file": FILES[fmt], "bytes": _size(final), "export_seconds": round(seconds, 3),
+                # Checked before it replaces anything, through the loader users call (which reads
+                # the labels beside it in the work folder), so the check covers loading too.
+                runtime = load(tmp, safe_mode=safe_mode).runtime
+                entry = {"file": FILES[fmt], "bytes": _size(tmp), "export_seconds": round(seconds, 3),
                          "runtime": runtime.name, "input_dtype": getattr(runtime, "input_dtype", None)}
                 if fmt.startswith("tflite"):
                     entry.update(interpreter=runtime.interpreter, output_dtype=runtime.output_dtype,
@@ -320,9 +348,18 @@ def _export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None,
                                  output_quantization=list(runtime.output_quantization))
                 if fmt == "tflite-int8":
                     entry["calibration_images"] = int(len(calibration))
+                    entry.update(quantization)
                 entry.update(_parity(fmt, _predict(runtime, images), reference, labels))
+                del runtime
+                entry["kept"] = entry["passed"] is not False or keep_failing
+                if entry["kept"]:
+                    _replace(tmp, final)
+                else:  # never leave a model that failed its check where it could be deployed
+                    entry["advice"] = _advice(fmt, entry, summary)
                 summary["formats"][fmt] = entry
                 logger.info("%s", _describe(fmt, entry, split, len(images)))
+                if entry["passed"] is False:
+                    logger.warning("%s", _failure(fmt, entry, summary, keep_failing))
                 bar.update(1)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -337,8 +374,21 @@ def _export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None,
 
 
 def _calibration(run: _Run, count: int) -> np.ndarray:
+    """Up to ``count`` training images, every class as evenly represented as it can be.
+
+    A seeded shuffle per class, then round-robin over the classes: a rare class still shapes
+    the activation ranges (a plain random sample of an imbalanced set could leave it out).
+    """
     rows = run.split("train")
-    order = np.random.default_rng(0).permutation(len(rows))[:max(1, count)]
+    rng = np.random.default_rng(0)
+    by_class: dict[str, list[int]] = {}
+    for i, (_, label, _) in enumerate(rows):
+        by_class.setdefault(label, []).append(i)
+    queues = [list(rng.permutation(indices)) for _, indices in sorted(by_class.items())]
+    order: list[int] = []
+    while len(order) < max(1, count) and any(queues):
+        order.extend(q.pop() for q in queues if q)
+    order = order[:max(1, count)]
     images, _ = _decode([rows[i] for i in sorted(order)], run,
                         np.zeros((len(order), run.resize.size, run.resize.size, 3), np.uint8))
     if not len(images):

@@ -18,6 +18,7 @@ import numpy as np
 
 from transferlab.errors import MissingDependencyError, ModelFormatError
 from transferlab.runtimes.base import as_dtype, static_dim
+from transferlab.runtimes.metadata import read_tflite_metadata
 
 SERVING_SIGNATURE = "serving_default"
 INPUT_NAME = "image"
@@ -46,6 +47,7 @@ class OnnxRuntime:
         out_shape = next(o.shape for o in outputs if o.name == self._output)
         self.num_classes = static_dim(out_shape[-1]) if out_shape else None
         self.input_dtype = np.dtype(self._dtype).name
+        self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         feed = {self._input: as_dtype(images, self._dtype)}
@@ -100,6 +102,7 @@ class TFLiteRuntime:
         self.input_quantization = tuple(self._in["quantization"])
         self.output_quantization = tuple(self._out["quantization"])
         self._interpreter.allocate_tensors()
+        self.metadata = read_tflite_metadata(self.path)  # labels and resize written at export
 
     def _quantize(self, images: np.ndarray) -> np.ndarray:
         dtype = np.dtype(self._in["dtype"])

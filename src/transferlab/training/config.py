@@ -19,11 +19,14 @@ from transferlab.data.pipeline import AugmentConfig
 from transferlab.data.split import check_fractions
 from transferlab.errors import ConfigError
 from transferlab.features.extract import ENGINES
+from transferlab.training.imbalance import CLASS_WEIGHT_CHOICES
 
 Strategy = Literal["feature-extraction", "fine-tune"]
 Schedule = Literal["constant", "cosine", "plateau"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
+
+DEFAULT_TARGET_RECALL = 0.95  # --good-class without --target-recall
 
 # Settings that only take effect with strategy "fine-tune".
 FINE_TUNE_SETTINGS = ("unfreeze", "unfreeze_from", "fine_tune_epochs", "fine_tune_lr", "fine_tune_batch_size",
@@ -73,7 +76,8 @@ class TrainConfig:
     # ---- input
     image_size: int | None = setting(None, "input size in pixels (default: the backbone's)", minimum=16)
     resize_mode: str | None = setting(None, "how images become squares (default: the backbone's own, e.g. "
-                                            "center-crop 0.875)", choices=RESIZE_MODES)
+                                            "center-crop 0.875); 'auto': the backbone's own, squash or pad, "
+                                            "whichever heads score best on validation", choices=RESIZE_MODES + ("auto",))
     interpolation: str | None = setting(None, "resampling filter (default: the backbone's)",
                                         choices=tuple(INTERPOLATIONS))
     crop_fraction: float | None = setting(None, "centre-crop fraction for --resize-mode center-crop",
@@ -91,8 +95,17 @@ class TrainConfig:
     hidden_units: int = setting(0, "size of a hidden dense layer in the head (0: none)", minimum=0)
     dropout: float = setting(0.5, "dropout in the head", minimum=0.0, maximum=1.0, exclusive_max=True)
     label_smoothing: float = setting(0.1, "label smoothing", minimum=0.0, maximum=1.0, exclusive_max=True)
-    class_weight: str | None = setting(None, "'balanced' to weight classes by inverse frequency",
-                                       choices=("balanced",))
+    class_weight: str | None = setting("auto", "'auto': when the largest training class has >= 3x the images of the "
+                                               "smallest, weight classes or not, whichever gives the higher "
+                                               "validation macro-F1; 'balanced': inverse frequency; 'none'",
+                                       choices=CLASS_WEIGHT_CHOICES)
+    good_class: str | None = setting(None, "the defect-free class: with --target-recall, a decision threshold on "
+                                           "P(good) is chosen on validation and saved with the model")
+    target_recall: float | None = setting(None, "share of not-good (defective) images that must be caught at the "
+                                                "operating point (default 0.95 when --good-class is given)",
+                                          minimum=0.0, maximum=1.0)
+    uncertain_below: float | None = setting(None, "predictions whose top probability is below this come back "
+                                                  "as 'uncertain', for a person to check", minimum=0.0, maximum=1.0)
     patience: int = setting(10, "early stopping patience in epochs on validation loss", minimum=0)
     # ---- fine-tuning (strategy "fine-tune")
     strategy: str = setting("feature-extraction", "train the head on frozen features, or fine-tune the backbone's "
@@ -123,6 +136,10 @@ class TrainConfig:
             if field_type(f) is float and isinstance(getattr(self, f.name), int) \
                     and not isinstance(getattr(self, f.name), bool):
                 object.__setattr__(self, f.name, float(getattr(self, f.name)))
+        if self.class_weight is None:  # runs before "auto" existed stored None for no weighting
+            object.__setattr__(self, "class_weight", "none")
+        if self.good_class is not None and self.target_recall is None:
+            object.__setattr__(self, "target_recall", DEFAULT_TARGET_RECALL)
         if isinstance(self.unfreeze, int) and not isinstance(self.unfreeze, bool):
             object.__setattr__(self, "unfreeze", str(self.unfreeze))
         self.validate()
@@ -138,6 +155,11 @@ class TrainConfig:
                               f"fine_tune_lr={self.fine_tune_lr!r}.")
         if self.crop_fraction is not None and self.crop_fraction <= 0:
             raise ConfigError(f"crop_fraction must be in (0, 1], got {self.crop_fraction!r}.")
+        if self.target_recall is not None and self.good_class is None:
+            raise ConfigError("target_recall needs good_class: name the defect-free class (--good-class NAME), "
+                              "whose probability the threshold is on.")
+        if self.target_recall is not None and self.target_recall <= 0:
+            raise ConfigError(f"target_recall must be in (0, 1], got {self.target_recall!r}.")
         check_fractions(self.val_fraction, self.test_fraction)
         if self.ray and self.engine == "keras":
             raise ConfigError("ray runs the backbone under ONNX Runtime on the workers; engine 'keras' runs only in "

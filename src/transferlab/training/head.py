@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from transferlab._keras import keras
 from transferlab.training.config import TrainConfig
+from transferlab.training.imbalance import IMBALANCE_RATIO, ImbalanceChoice, imbalance_ratio, rare_class_scores
 
 logger = logging.getLogger("transferlab")
 
@@ -190,6 +191,8 @@ def fit_head(
     Args:
         x_train: (N, D) float32 features; y_train: (N,) int labels. Same for the validation
             set, which drives early stopping (skipped when there is no validation data).
+        class_weight: None, "balanced" (sample weights n / (C * count)) or "auto" (chosen on
+            validation when the classes are imbalanced, :mod:`transferlab.training.imbalance`).
         early_stopping: a ready callback (e.g. resumable); default: a new one when there is
             validation data and ``patience > 0``.
         initial_epoch, restore_state: continue a checkpointed head: its weights and optimizer
@@ -210,6 +213,11 @@ def fit_head(
     if has_val and early_stopping is not None:
         all_callbacks.insert(0, early_stopping)
     y_train = np.asarray(y_train, np.int64)
+    if class_weight == "auto":
+        class_weight = _resolve_auto_weight(head, x_train, y_train, x_val if has_val else None,
+                                            y_val if has_val else None, epochs=epochs, batch_size=batch_size,
+                                            learning_rate=learning_rate, label_smoothing=label_smoothing,
+                                            patience=patience, seed=seed)
     sample_weights = np.ones(len(y_train), np.float32)
     if class_weight == "balanced":
         table = balanced_class_weight(y_train, num_classes)
@@ -218,6 +226,76 @@ def fit_head(
     val = (np.asarray(x_val, np.float32), one_hot(y_val, num_classes)) if has_val else None
     return fit_epochs(head, train, val, epochs=epochs, batch_size=batch_size, seed=seed, initial_epoch=initial_epoch,
                       callbacks=all_callbacks)
+
+
+def _resolve_auto_weight(head: keras.Model, x_train, y_train, x_val, y_val, **settings) -> str | None:
+    """``class_weight="auto"`` inside :func:`fit_head`: candidates are clones of ``head`` with its
+    current (initial) weights; see :func:`~transferlab.training.imbalance.choose_class_weight`."""
+    initial = head.get_weights()
+
+    def make_head() -> keras.Model:
+        clone = keras.models.clone_model(head)
+        clone.set_weights(initial)
+        return clone
+
+    choice = choose_class_weight(x_train, y_train, x_val, y_val, int(head.output_shape[-1]), make_head=make_head,
+                                 **settings)
+    head.set_weights(initial)
+    logger.info("%s.", choice.reason[:1].upper() + choice.reason[1:])
+    return choice.class_weight
+
+
+def choose_class_weight(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
+                        y_val: np.ndarray | None, num_classes: int, *, requested: str | None = "auto",
+                        hidden_units: int = 0, dropout: float = 0.5, epochs: int = 100, batch_size: int = 32,
+                        learning_rate: float = 1e-3, label_smoothing: float = 0.1, patience: int = 10,
+                        seed: int = 42, make_head: Callable[[], object] | None = None) -> ImbalanceChoice:
+    """Resolve ``class_weight="auto"`` (other values are returned as they are).
+
+    Args:
+        x_train, x_val: (N, D) float32 cached features; y_train, y_val: (N,) int class indices.
+        num_classes: C, the head's outputs.
+        requested: "auto", "balanced" or None.
+        hidden_units ... seed: the head's settings (TrainConfig's), so each candidate is the
+            head that training would fit; both start from the same seeded initial weights.
+        make_head: builds a fresh candidate head (default: ``build_head`` with these settings,
+            after ``keras.utils.set_random_seed(seed)``).
+
+    Returns:
+        The :class:`ImbalanceChoice`. Without validation images "auto" weights an imbalanced
+        training split ("balanced"): nothing to compare on, and the rare classes are the point.
+    """
+    counts = np.bincount(np.asarray(y_train, np.int64), minlength=num_classes)
+    ratio = round(imbalance_ratio(counts), 3)
+    imbalanced = ratio >= IMBALANCE_RATIO
+    if requested != "auto":
+        weight = "balanced" if requested == "balanced" else None
+        return ImbalanceChoice(requested, weight, ratio, imbalanced, reason=f"class weighting '{weight or 'none'}' "
+                               "as set")
+    if not imbalanced:
+        return ImbalanceChoice(requested, None, ratio, False, reason=f"classes are balanced enough (largest/smallest "
+                               f"training class {ratio:.1f}:1 < {IMBALANCE_RATIO:g}:1): no class weighting")
+    if x_val is None or len(x_val) == 0:
+        return ImbalanceChoice(requested, "balanced", ratio, True, reason=f"classes are imbalanced ({ratio:.1f}:1) "
+                               "and there is no validation split to compare on: 'balanced' class weights")
+    scores = {}
+    for variant in (None, "balanced"):
+        keras.utils.set_random_seed(seed)  # the same initial weights for both candidates
+        head = make_head() if make_head else build_head(x_train.shape[1], num_classes, hidden_units=hidden_units,
+                                                        dropout=dropout)
+        fit_head(head, x_train, y_train, x_val, y_val, epochs=epochs, batch_size=batch_size,
+                 learning_rate=learning_rate, label_smoothing=label_smoothing, class_weight=variant,
+                 patience=patience, seed=seed)
+        f1, bal = rare_class_scores(y_val, predict_head(head, x_val).argmax(axis=1), num_classes)
+        scores[variant or "none"] = {"macro_f1": round(f1, 4), "balanced_accuracy": round(bal, 4)}
+    key = {v: (s["macro_f1"], s["balanced_accuracy"], v == "balanced") for v, s in scores.items()}
+    best = max(key, key=key.get)
+    chosen = "balanced" if best == "balanced" else None
+    other = "none" if best == "balanced" else "balanced"
+    reason = (f"classes are imbalanced (largest/smallest training class {ratio:.1f}:1): class weighting "
+              f"'{best}' chosen on validation macro-F1 {scores[best]['macro_f1']:.3f} vs "
+              f"{scores[other]['macro_f1']:.3f} with '{other}'")
+    return ImbalanceChoice(requested, chosen, ratio, True, "macro_f1", scores, reason)
 
 
 def assemble_classifier(backbone: keras.Model, head: keras.Model) -> keras.Model:
