@@ -41,6 +41,7 @@ _LAZY = {
     "load_backbone": "transferlab.backbones:load_backbone",
     "get_backbone_info": "transferlab.backbones:get_backbone_info",
     "train": "transferlab.api:train",
+    "extract": "transferlab.api:extract",
     "load": "transferlab.api:load",
     "resume": "transferlab.api:resume",
     "TrainingInterrupted": "transferlab.errors:TrainingInterrupted",

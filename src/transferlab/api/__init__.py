@@ -4,6 +4,7 @@
     clf = transferlab.load("runs/photos-20261126-101500")
     clf.predict(["a.jpg", "folder/"], top_k=3)
     transferlab.evaluate("runs/NAME", "other_labeled_folder/")
+    transferlab.extract("photos/", ray="auto")           # fill the feature cache on a Ray cluster
 
 Training imports TensorFlow; loading, predicting and evaluating an ONNX/TFLite model do not, so
 :func:`train` and :func:`resume` are imported only when called.
@@ -17,7 +18,14 @@ from typing import Iterable
 from transferlab.api.classifier import Classifier, load
 from transferlab.inference import Prediction
 
-__all__ = ["Classifier", "evaluate", "load", "predict", "resume", "train"]
+__all__ = ["Classifier", "evaluate", "extract", "load", "predict", "resume", "train"]
+
+
+def extract(data: str | os.PathLike, config=None, **kwargs):
+    """Fill the feature cache for a dataset (optionally on Ray); see :func:`transferlab.api.extract.extract`."""
+    from transferlab.api.extract import extract as _extract
+
+    return _extract(data, config, **kwargs)
 
 
 def train(data: str | os.PathLike, config=None, **kwargs) -> Classifier:

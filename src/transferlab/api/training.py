@@ -290,6 +290,12 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
         if config.strategy != "feature-extraction" else None
     if deadline is not None:
         logger.info("Time budget %.0f s: the run ends by %s (ETA).", config.time_budget, deadline.eta())
+    if config.ray:  # phase 1 on the cluster; extract_splits below then reads only cache hits
+        from transferlab.api.extract import fill_dataset_cache
+
+        filled = fill_dataset_cache(prep.dataset, prep.backbone, prep.info, prep.resize, cache_dir=config.cache_dir,
+                                    engine=config.engine, ray=config.ray, show_progress=show_progress)
+        prep.metadata.extras["ray_extraction"] = {**filled.to_dict(), "failed": len(filled.failed)}
     features, extraction, cache = extract_splits(prep.dataset, prep.backbone, prep.info, prep.resize,
                                                  cache_dir=config.cache_dir, engine=config.engine,
                                                  show_progress=show_progress)

@@ -38,6 +38,13 @@ def add_train_options(parser: argparse.ArgumentParser, only: Collection[str] | N
                             metavar=None if meta.get("choices") else f.name.upper())
 
 
+def add_ray_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ray", nargs="?", const="auto", default=None, metavar="auto|local|ADDRESS",
+                        help="extract features on a Ray cluster (transferlab[ray]): alone or 'auto' for the running "
+                             "cluster (RAY_ADDRESS, `ray start`) else a local one, 'local', or HOST:PORT; the cache "
+                             "dir must be shared by every node")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from transferlab.evaluation.figures import prestart_helper
 
@@ -55,6 +62,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         settings["augment"] = None
     if args.tensorboard:
         settings["tensorboard"] = True
+    if args.ray:
+        from transferlab.distributed import import_ray
+
+        import_ray()  # says what to install before any work
+        settings["ray"] = args.ray
     try:
         if args.resume:
             if args.data or len(settings) > 1:
@@ -94,6 +106,7 @@ def register(subparsers) -> None:
     add_train_options(p)
     p.add_argument("--no-augment", action="store_true", help="fine-tune without flip/brightness/contrast/zoom")
     p.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to RUN/tensorboard")
+    add_ray_option(p)
     p.add_argument("--from", dest="from_model", metavar="MODEL",
                    help="start from a saved model (run dir or .keras): same classes continue, new classes get a "
                         "new head")

@@ -16,6 +16,7 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import Future
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -86,6 +87,36 @@ class OnnxEngine(OnnxRuntime):
             atomic_write_bytes(self.parity_path,
                                json.dumps({"max_abs_diff": diff, "tolerance": PARITY_TOLERANCE}).encode())
 
+    def check_parity(self, reference: np.ndarray, features: np.ndarray) -> float:
+        """Record and return the max abs difference of ONNX ``features`` to Keras' ``reference`` (B, D)."""
+        diff = float(np.max(np.abs(reference - features)))
+        self.record_parity(diff)
+        return diff
+
+
+def onnx_backbone(model, cache: FeatureCache, resize: ResizeConfig, probe_paths: Sequence[str]) -> OnnxEngine | None:
+    """The backbone under ONNX Runtime if its features match Keras, for extraction outside this process.
+
+    Converts once per backbone setting (``backbone.onnx`` in the cache folder) and, the first
+    time, compares ONNX with Keras on the decodable images among ``probe_paths`` (a batch's
+    worth), as :func:`extract_features` does on its first batch.
+
+    Returns:
+        The engine, or None when the ONNX features differ from Keras by more than
+        :data:`PARITY_TOLERANCE` (then the backbone must run under Keras).
+
+    Raises:
+        ImportError or a conversion error: the backbone cannot be converted.
+    """
+    runner = OnnxEngine(model, cache, resize.size)
+    diff = runner.recorded_parity()
+    if diff is None:
+        for _, images, _ in iter_file_batches(list(probe_paths), resize, max(1, len(probe_paths))):
+            if len(images):
+                pixels = images.astype(np.float32)
+                diff = runner.check_parity(KerasRuntime(model)(pixels), runner(pixels))
+    return runner if diff is not None and diff <= PARITY_TOLERANCE else None
+
 
 def _make_engine(kind: str, model, cache: FeatureCache, input_size: int):
     if kind == "keras":
@@ -117,6 +148,7 @@ def extract_features(
     desc: str = "Extracting features",
     transform: Callable[[np.ndarray, list[str]], np.ndarray] | None = None,
     parity_tolerance: float = PARITY_TOLERANCE,
+    progress=None,
 ) -> ExtractionResult:
     """Return features for every image, computing only what the cache lacks.
 
@@ -132,6 +164,8 @@ def extract_features(
             applied before the model, e.g. the seeded augmentation of a cached view (the keys
             then name the view, so the cache never mixes views).
         parity_tolerance: largest absolute difference to Keras accepted from ONNX Runtime.
+        progress: an open :func:`~transferlab.progress.progress_bar` to advance instead of opening
+            one (a caller extracting in chunks shows one bar for all of them).
     """
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}.")
@@ -171,8 +205,9 @@ def extract_features(
             cache.put(key, vector)
 
     # Cache writes (file system calls) go to a low-priority thread so the backbone never waits on them.
-    with progress_bar(total=len(todo), desc=desc, unit="img", enabled=show_progress) as bar, \
-            background_pool(1) as writer:
+    bar_context = progress_bar(total=len(todo), desc=desc, unit="img", enabled=show_progress) if progress is None \
+        else nullcontext(progress)
+    with bar_context as bar, background_pool(1) as writer:
         writes: deque[Future] = deque()
         for index, images, errors in iter_file_batches(todo_paths, resize, batch_size):
             for i, reason in errors.items():  # a file broke since it was checked: leave its row missing
@@ -183,9 +218,8 @@ def extract_features(
                 batch_features = runner(inputs)
                 if runner.name == "onnx" and result.parity_max_abs_diff is None:
                     reference = KerasRuntime(model)(inputs)
-                    diff = float(np.max(np.abs(reference - batch_features)))
+                    diff = runner.check_parity(reference, batch_features)
                     result.parity_max_abs_diff = diff
-                    runner.record_parity(diff)
                     if diff > parity_tolerance:
                         logger.info("ONNX features differ from Keras by %.2e (> %.0e); using Keras.", diff,
                                     parity_tolerance)

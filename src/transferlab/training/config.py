@@ -139,6 +139,8 @@ class TrainConfig:
         "vertical flips and 90-degree turns; Python: also an AugmentConfig)", parse=str)
     # ---- run
     engine: str = setting("auto", "feature extraction engine", choices=ENGINES)
+    ray: str | None = setting(None, "extract features on a Ray cluster: 'auto', 'local' or its address "
+                                    "(`--ray` alone: auto)", cli=False)
     tensorboard: bool = setting(False, "write TensorBoard logs to RUN/tensorboard", cli=False)
     max_gallery: int = setting(48, "misclassified images shown in report.html", minimum=0)
     cache_dir: str | None = setting(None, "feature cache folder (default: user cache dir or $TRANSFERLAB_CACHE_DIR)")
@@ -183,6 +185,9 @@ class TrainConfig:
         if self.target_recall is not None and self.target_recall <= 0:
             raise ConfigError(f"target_recall must be in (0, 1], got {self.target_recall!r}.")
         check_fractions(self.val_fraction, self.test_fraction)
+        if self.ray and self.engine == "keras":
+            raise ConfigError("ray runs the backbone under ONNX Runtime on the workers; engine 'keras' runs only in "
+                              "this process: drop one of them.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
