@@ -15,6 +15,7 @@ from transferlab.data.pipeline import AugmentConfig
 from transferlab.data.split import check_fractions
 
 STRATEGIES = ("feature-extraction", "fine-tune")
+HEADS = ("keras", "logistic")
 SCHEDULES = ("constant", "cosine", "plateau")
 
 
@@ -40,7 +41,11 @@ class TrainConfig:
         epochs, batch_size, learning_rate, hidden_units (0: linear head), dropout (0.5) and
         label_smoothing (0.1): the best of a small grid on hymenoptera and masonry_cracks,
         class_weight (None or "balanced"), patience (early stopping on val loss,
-        best weights restored).
+        best weights restored), weight_decay (decoupled, AdamW; default 0).
+        head: "keras" (the above) or "logistic": a linear probe (standardised features,
+        L2 logistic regression with inverse strength logistic_c, L-BFGS) fitted on the
+        training split, saved as the same Dense softmax layer. ``transferlab compare`` and
+        ``--tune`` choose these; ``--backbone auto`` picks the backbone too.
     Fine-tuning (strategy "fine-tune"):
         unfreeze ("all" or a number of weighted layers from the top), unfreeze_from (layer name),
         fine_tune_epochs, fine_tune_lr, schedule, warmup_epochs, augment.
@@ -69,6 +74,9 @@ class TrainConfig:
     label_smoothing: float = 0.1
     class_weight: str | None = None
     patience: int = 10
+    weight_decay: float = 0.0
+    head: str = "keras"
+    logistic_c: float = 0.01
     strategy: str = "feature-extraction"
     unfreeze: str = "20"
     unfreeze_from: str | None = None
@@ -111,6 +119,15 @@ class TrainConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}.")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}.")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}.")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}.")
+        if not (isinstance(self.logistic_c, (int, float)) and self.logistic_c > 0):
+            raise ValueError(f"logistic_c must be > 0, got {self.logistic_c!r}.")
+        if self.head == "logistic" and self.strategy == "fine-tune":
+            raise ValueError("head 'logistic' trains on cached features only; use strategy 'feature-extraction' "
+                             "(or the Keras head to fine-tune).")
         if self.class_weight not in (None, "balanced"):
             raise ValueError(f"class_weight must be None or 'balanced', got {self.class_weight!r}.")
         if self.resize_mode is not None and self.resize_mode not in RESIZE_MODES:

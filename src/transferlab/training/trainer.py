@@ -158,7 +158,7 @@ def _train_head(head, arrays, config: TrainConfig, run_dir: Path, state: dict | 
     with stop_on_sigint(checkpoint):
         fit_head(head, x_train, y_train, x_val, y_val, epochs=config.epochs, batch_size=config.batch_size,
                  learning_rate=config.learning_rate, label_smoothing=config.label_smoothing,
-                 class_weight=config.class_weight, patience=config.patience, seed=config.seed,
+                 weight_decay=config.weight_decay, class_weight=config.class_weight, patience=config.patience, seed=config.seed,
                  callbacks=[checkpoint, EpochProgress("Training head", enabled=show_progress),
                             *extra_callbacks(run_dir, config)], early_stopping=early,
                  initial_epoch=(state or {}).get("epochs_done", 0),
@@ -218,7 +218,8 @@ def _start_metadata(config: TrainConfig, data, dataset: ImageDataset, info, resi
 
 
 def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_progress: bool = True,
-          from_model: str | os.PathLike | None = None, **settings) -> Classifier:
+          from_model: str | os.PathLike | None = None, extra_files: dict[str, bytes] | None = None,
+          **settings) -> Classifier:
     """Train a classifier on a labeled image folder (or CSV) and write a run directory.
 
     Args:
@@ -227,6 +228,9 @@ def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_pr
             (``train("photos/", backbone="mobilenet_v2", epochs=30)``).
         from_model: start from a saved model (``runs/old`` or a ``.keras`` file): same classes
             continue its head, other classes get a new classifier on its backbone.
+        extra_files: file name -> bytes, written into the run directory before training (e.g.
+            the leaderboard or trials of the search that chose these settings; report.html
+            shows them).
 
     Returns:
         The trained :class:`~transferlab.inference.Classifier`; ``clf.run_dir`` is the run directory
@@ -242,6 +246,8 @@ def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_pr
         raise ValueError("The training split is empty: add images or lower --val-fraction/--test-fraction.")
     run_dir = new_run_dir(config.runs_dir, config.name, Path(data).stem)
     logger.info("Run directory: %s", run_dir)
+    for file_name, content in (extra_files or {}).items():
+        (run_dir / Path(file_name).name).write_bytes(content)
     try:
         return _run(data, dataset, config, run_dir, None, show_progress, from_model)
     except Exception:
@@ -312,7 +318,8 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
     if warm is not None and warm.head is not None:
         head = warm.head
     else:
-        head = build_head(info.feature_dim, classes, hidden_units=config.hidden_units, dropout=config.dropout)
+        hidden = 0 if config.head == "logistic" else config.hidden_units  # the probe is one Dense layer
+        head = build_head(info.feature_dim, classes, hidden_units=hidden, dropout=config.dropout)
         if warm is not None and warm.hidden_weights is not None:
             head.get_layer("hidden").set_weights(warm.hidden_weights)
     head_done = state is not None and (state["phase"] == "fine-tune" or state.get("complete", False))
@@ -320,6 +327,16 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
     if head_done:
         head_history = state["head_history"]
         load_weights(head, ckpt / "head.npz")
+    elif config.head == "logistic":  # the linear probe: one L-BFGS fit, nothing to checkpoint on the way
+        from transferlab.training.probe import fit_logistic_head
+
+        head = fit_logistic_head(arrays["train"][0], arrays["train"][1], classes, c=config.logistic_c,
+                                 class_weight=config.class_weight)
+        head_history = {}
+        save_weights(head, ckpt / "head.npz")
+        state = {"phase": "head", "complete": True, "epochs_done": 0, "seed": config.seed,
+                 "history": head_history, "head_history": head_history}
+        write_json_atomic(ckpt / "state.json", state)
     else:
         head_history = _train_head(head, arrays, config, run_dir, state, show_progress)
         # Mark phase 1 complete (with the restored best head) so a resume never refits it.
@@ -358,8 +375,8 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
     eval_split = "test" if len(arrays["test"][0]) else "val"
     x_eval, y_eval, eval_records = arrays[eval_split]
     _write_history(run_dir / "history.csv", history, boundaries)
-    curves = FigureJob("plot_training_curves", str(run_dir / "training_curves.png"),
-                       {"history": history, "phase_boundaries": boundaries})
+    curves = [FigureJob("plot_training_curves", str(run_dir / "training_curves.png"),
+                        {"history": history, "phase_boundaries": boundaries})] if history else []  # probe: no epochs
     metrics = None
     if len(eval_records):
         if config.strategy == "fine-tune":  # the backbone changed: cached features no longer apply
@@ -374,9 +391,9 @@ def _run(data, dataset: ImageDataset, config: TrainConfig, run_dir: Path, state:
         if eval_split == "val":
             metrics["note"] = "no test split: metrics are on the validation split that drove early stopping"
         figures = write_evaluation(run_dir, metrics, [r.path for r in eval_records], [r.label for r in eval_records],
-                                   probs, dataset.class_names, extra_figures=[curves], background=True)
+                                   probs, dataset.class_names, extra_figures=curves, background=True)
     else:
-        figures = draw_figures([curves], background=True)
+        figures = draw_figures(curves, background=True)
     model.save(run_dir / MODEL_FILE)
 
     metadata.update({
