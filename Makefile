@@ -22,6 +22,7 @@ demo: install
 	$(BIN)/transferlab train $(SAMPLE) --runs-dir runs --name demo-$$(date +%Y%m%d-%H%M%S)
 
 test: install
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q -n 2
 
 clean:

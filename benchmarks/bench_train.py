@@ -21,8 +21,8 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,14 +64,13 @@ THROUGHPUT = textwrap.dedent("""
     from transferlab.data.pipeline import make_image_dataset
     from transferlab.features.cache import FeatureCache
     from transferlab.features.extract import extract_features
-    from transferlab.training.config import TrainConfig
-    from transferlab.training.trainer import feature_fingerprint, resize_for
+    from transferlab.features import feature_fingerprint, resize_for
     data, batch = sys.argv[1], 32
     REPEATS = 3
     ds = load_dataset(data, show_progress=False)
     paths, keys = [r.path for r in ds.records], [r.sha256 for r in ds.records]
     model, info = resolve_backbone("efficientnet_lite0")
-    resize = resize_for(TrainConfig(), info)
+    resize = resize_for(info)
     images = make_image_dataset(paths, None, resize, batch_size=batch)
     model.predict(images.take(1), verbose=0)  # warm-up: tracing is not throughput
     rates = []
@@ -133,7 +132,7 @@ def main() -> None:
     parser.add_argument("--warm-runs", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tl-bench-"))
-    cli = [sys.executable, "-m", "transferlab.cli", "-q", "train", args.data, "--runs-dir", str(work / "runs"),
+    cli = [sys.executable, "-m", "transferlab", "-q", "train", args.data, "--runs-dir", str(work / "runs"),
            "--cache-dir", str(work / "cache")]
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                  "platform": platform.platform()}, "data": args.data}

@@ -35,3 +35,37 @@ def save_tiny_cnn(path: Path, num_classes: int = 4, size: int = TINY_SIZE, seed:
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     return path
+
+
+def save_tiny_onnx_classifier(path: Path, class_names: list[str], size: int = TINY_SIZE) -> Path:
+    """An ONNX classifier built with the ``onnx`` helpers alone (no TensorFlow): uint8 image
+    (N, size, size, 3) -> mean colour per channel -> linear -> softmax ``probabilities``.
+
+    Class ``i`` scores the mean of colour channel ``i % 3``, which is what tells apart the tinted
+    classes of ``conftest.make_class_folders``. ``labels.txt`` is written next to it.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.zeros((3, len(class_names)), np.float32)
+    for i in range(len(class_names)):
+        weights[i % 3, i] = 0.1
+    nodes = [
+        helper.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["pixels", "axes"], ["colour"], keepdims=0),
+        helper.make_node("MatMul", ["colour", "weights"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_classifier",
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, [None, size, size, 3])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, len(class_names)])],
+        initializer=[numpy_helper.from_array(np.array([1, 2], np.int64), "axes"),
+                     numpy_helper.from_array(weights, "weights")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    (path.parent / "labels.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
+    return path

@@ -18,10 +18,9 @@ import warnings
 from pathlib import Path
 
 import h5py
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from transferlab.backbones import (
     BackboneInfo,
@@ -29,12 +28,12 @@ from transferlab.backbones import (
     WeightsUnavailableError,
     check_fine_tunable,
     get_backbone_info,
+    keras_apps,
     list_backbones,
     load_backbone,
     resolve_backbone,
     weights_fingerprint,
 )
-from transferlab.backbones import keras_apps
 from transferlab.backbones.keras_apps import KERAS_APPS
 from transferlab.backbones.preprocessing import preprocess_numpy
 
@@ -47,12 +46,6 @@ REQUIRED = [
 # Bigger/slower to build; still run by default, but can be deselected with -m "not slow".
 SLOW_APPS = {"resnet101_v2", "efficientnet_b3", "efficientnet_v2_b3"}
 
-try:
-    from transferlab.backbones import efficientnet_lite  # noqa: F401
-
-    HAVE_LITE = True
-except ImportError:  # pragma: no cover - module written by another engineer
-    HAVE_LITE = False
 
 
 @pytest.fixture(autouse=True)
@@ -98,8 +91,7 @@ def test_listing_has_all_names_unique_and_json_serialisable():
     names = [i.name for i in infos]
     assert len(names) == len(set(names))
     assert set(REQUIRED) <= set(names)
-    if HAVE_LITE:
-        assert names[:3] == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+    assert names[:3] == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
     data = json.loads(json.dumps([i.to_dict() for i in infos]))
     assert data[0]["name"] == names[0]
     for info in infos:
@@ -439,7 +431,7 @@ def test_savedmodel_is_feature_extraction_only(tmp_path):
 
 # ---- EfficientNet-Lite ------------------------------------------------------------------------
 
-@pytest.mark.skipif(not HAVE_LITE, reason="efficientnet_lite.py not there yet")
+@pytest.mark.slow
 def test_efficientnet_lite0_via_registry():
     model, info = resolve_backbone("efficientnet_lite0", input_size=64)
     assert info.preprocess == "lite" and info.weights_available
@@ -450,7 +442,6 @@ def test_efficientnet_lite0_via_registry():
     assert len(weights_fingerprint(info)) == 64
 
 
-@pytest.mark.skipif(not HAVE_LITE, reason="efficientnet_lite.py not there yet")
 def test_lite_static_params_match_builds():
     from transferlab.backbones.efficientnet_lite import build_efficientnet_lite
 

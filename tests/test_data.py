@@ -274,19 +274,20 @@ def test_pipeline_skips_a_file_that_broke_after_checking(tmp_path):
 def test_cli_inspect_json_names_bad_files(tmp_path):
     root = make_class_folders(tmp_path / "d", {"ok": 4, "scratch": 2})
     expected = _bad_files(root / "ok")
-    proc = subprocess.run([sys.executable, "-m", "transferlab.cli", "inspect", str(root), "--json"],
+    proc = subprocess.run([sys.executable, "-m", "transferlab", "inspect", str(root), "--json"],
                           capture_output=True, text=True, timeout=120)
     report = json.loads(proc.stdout)
     assert proc.returncode == 0, proc.stderr
     assert report["classes"] == {"ok": 4, "scratch": 2} and report["total"] == 6
     assert {Path(b["path"]).name for b in report["bad_files"]} == set(expected)
     assert all(b["reason"] for b in report["bad_files"])
-    text = subprocess.run([sys.executable, "-m", "transferlab.cli", "inspect", str(root)],
+    text = subprocess.run([sys.executable, "-m", "transferlab", "inspect", str(root)],
                           capture_output=True, text=True, timeout=120).stdout
     assert "Imbalance ratio" in text and "truncated.jpg" in text
 
 
 # ------------------------------------------------------------------ real photos
+@pytest.mark.slow
 def test_hymenoptera_counts_and_palette_gif(shared_datasets):
     root = require_shared("hymenoptera_data")
     ds = load_dataset(root, show_progress=False)

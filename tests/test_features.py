@@ -103,11 +103,11 @@ _KILLABLE = textwrap.dedent("""
     from transferlab.features import extract
     from transferlab.features.cache import FeatureCache
 
-    slow_call = extract.KerasEngine.__call__
+    slow_call = extract.KerasRuntime.__call__
     def slowly(self, images):
         time.sleep(0.3)  # slow enough for the test to kill us mid-way
         return slow_call(self, images)
-    extract.KerasEngine.__call__ = slowly
+    extract.KerasRuntime.__call__ = slowly
     model, _ = resolve_backbone({model!r})
     ds = load_dataset({data!r}, show_progress=False)
     parts = {parts!r}

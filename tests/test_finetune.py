@@ -117,7 +117,7 @@ class Slow(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         time.sleep(0.25)
 checkpoint.EpochCheckpoint.on_train_begin_orig = checkpoint.EpochCheckpoint.on_train_begin
-from transferlab.training import trainer
+from transferlab.api import training as trainer
 trainer.extra_callbacks = lambda run_dir, config: [Slow()]
 settings = {settings!r}
 try:

@@ -9,6 +9,7 @@ A few test images are deliberately mislabeled so the report has mistakes to show
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -83,6 +84,8 @@ def chromium() -> str:
             return candidate
     found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if not found:
+        if os.environ.get("CI"):  # .ci/run installs it: in CI a missing browser is a failure, not a skip
+            pytest.fail("headless Chromium is missing in CI: .ci/run should have installed it")
         pytest.skip("headless Chromium is not installed: on Debian/Ubuntu run "
                     "`apt-get install -y chromium` (binary /usr/bin/chromium) to test the HTML report")
     return found
@@ -134,9 +137,9 @@ SECTIONS = ("summary", "settings", "data", "curves", "confusion", "per-class", "
 
 # ------------------------------------------------------------------ the report
 def test_report_renders_in_headless_chromium(run, tmp_path):
-    from transferlab.evaluation.report import write_report
+    from transferlab.evaluation.reporting import write_run_report
 
-    report = write_report(run.run_dir)
+    report = write_run_report(run.run_dir)
     assert report == run.run_dir / "report.html"
     text = report.read_text(encoding="utf-8")
     assert "<script" not in text.lower() and "http://" not in text and "https://" not in text  # self-contained
@@ -177,13 +180,13 @@ def test_report_renders_in_headless_chromium(run, tmp_path):
 
 
 def test_report_without_mistakes_or_metrics(run, tmp_path):
-    from transferlab.evaluation.report import write_report
+    from transferlab.evaluation.reporting import write_run_report
 
     copy = Path(shutil.copytree(run.run_dir, tmp_path / "copy"))
     (copy / "model.keras").rename(copy / "elsewhere.keras")  # gallery without Grad-CAM, saying why
     (copy / "history.csv").write_text("epoch,phase,loss,val_loss\n1,head,1.0,1.1\n2,head,0.8,0.9\n"
                                       "3,fine-tune,0.5,0.7\n")
-    text = write_report(copy).read_text()
+    text = write_run_report(copy).read_text()
     assert text.count('class="mistake"') == 4 and "No Grad-CAM overlays: No model" in text
     assert re.search(r'<section id="curves">.*?<img src="data:image/png', text, re.S)
     (copy / "elsewhere.keras").rename(copy / "model.keras")
@@ -193,14 +196,14 @@ def test_report_without_mistakes_or_metrics(run, tmp_path):
     (copy / "predictions.csv").write_text("\n".join(keep) + "\n")
     metrics = json.loads((copy / "metrics.json").read_text())
     (copy / "metrics.json").unlink()  # recomputed from predictions.csv
-    text = write_report(copy, gradcam=False).read_text()
+    text = write_run_report(copy, gradcam=False).read_text()
     assert "No mistakes: all 12 images" in text
     assert 'id="confusion"' in text and "<img" in text
     assert metrics["num_samples"] == 16
 
     for name in ("predictions.csv", "config.json", "history.csv", "model.keras", "labels.txt"):
         (copy / name).unlink()
-    text = write_report(copy).read_text()
+    text = write_run_report(copy).read_text()
     for section in SECTIONS:
         assert f'id="{section}"' in text
     assert "No evaluation results" in text and "No predictions.csv" in text and "No config.json" in text
@@ -253,12 +256,12 @@ def test_gradcam_peak_falls_on_the_patch(run):
 def test_gradcam_on_builtin_backbone_and_error_without_feature_map(tmp_path):
     import keras
 
+    from transferlab.api import Classifier
     from transferlab.backbones import resolve_backbone
     from transferlab.data.pipeline import ResizeConfig
     from transferlab.evaluation.gradcam import GradCamUnavailable, gradcam, gradcam_with_predictions
-    from transferlab.inference import Classifier, KerasRuntime
-    from transferlab.training.head import build_head
-    from transferlab.training.trainer import assemble_classifier
+    from transferlab.runtimes.keras import KerasRuntime
+    from transferlab.training.head import assemble_classifier, build_head
 
     def classifier(backbone):
         head = build_head(int(backbone.output_shape[-1]), 3, hidden_units=8)

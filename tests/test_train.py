@@ -80,13 +80,13 @@ def test_evaluate_and_predict_every_way(setup, tmp_path):
     assert len(clf.predict(str(data / "red"))) == 14  # folder
     assert len(clf.predict(str(data / "r*" / "*.png"))) == 14  # glob
 
-    out = subprocess.run([sys.executable, "-m", "transferlab.cli", "predict", str(clf.run_dir), str(data / "red"),
+    out = subprocess.run([sys.executable, "-m", "transferlab", "predict", str(clf.run_dir), str(data / "red"),
                           str(data / "green" / "broken.jpg"), "--format", "json", "--top-k", "3"],
                          capture_output=True, text=True, timeout=300)
     rows = json.loads(out.stdout)
     assert out.returncode == 1  # the unreadable file is reported, not fatal
     assert len(rows) == 15 and sum(1 for r in rows if r["error"]) == 1 and len(rows[0]["top_k"]) == 3
-    out = subprocess.run([sys.executable, "-m", "transferlab.cli", "evaluate", str(clf.run_dir), str(data), "--json"],
+    out = subprocess.run([sys.executable, "-m", "transferlab", "evaluate", str(clf.run_dir), str(data), "--json"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     # TensorFlow's start-up chatter (absl INFO lines printed before TF_CPP_MIN_LOG_LEVEL applies) is filtered.
@@ -130,7 +130,7 @@ def test_invalid_settings_fail_before_any_work(setup):
 
 def test_unavailable_weights_fail_cleanly_and_leave_no_run_dir(setup, tmp_path):
     root, _, data = setup
-    proc = subprocess.run([sys.executable, "-m", "transferlab.cli", "train", str(data), "--backbone", "mobilenet_v2",
+    proc = subprocess.run([sys.executable, "-m", "transferlab", "train", str(data), "--backbone", "mobilenet_v2",
                            "--runs-dir", str(tmp_path / "runs"), "--name", "offline"],
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "TRANSFERLAB_OFFLINE": "1",

@@ -9,7 +9,8 @@ The one-call path::
 and the parts under it, one module per stage: :mod:`transferlab.data` (find, check, split,
 stream), :mod:`transferlab.backbones` (pretrained networks), :mod:`transferlab.features`
 (bottleneck cache), :mod:`transferlab.training`, :mod:`transferlab.evaluation`,
-:mod:`transferlab.export` and :mod:`transferlab.inference`.
+:mod:`transferlab.export` and :mod:`transferlab.inference`; :mod:`transferlab.api` runs them
+in order, and :mod:`transferlab.cli` is a thin layer over it.
 
 Attributes are imported lazily so that ``import transferlab`` stays fast and does not import
 TensorFlow (ONNX/TFLite prediction works without it).
@@ -34,18 +35,21 @@ _LAZY = {
     "ImageDataset": "transferlab.data.dataset:ImageDataset",
     "DatasetError": "transferlab.data.sources:DatasetError",
     "make_sample_dataset": "transferlab.data.sample:make_sample_dataset",
-    "ResizeConfig": "transferlab.data.pipeline:ResizeConfig",
+    "ResizeConfig": "transferlab.data.decode:ResizeConfig",
     "AugmentConfig": "transferlab.data.pipeline:AugmentConfig",
     "list_backbones": "transferlab.backbones:list_backbones",
     "load_backbone": "transferlab.backbones:load_backbone",
     "get_backbone_info": "transferlab.backbones:get_backbone_info",
     "train": "transferlab.api:train",
-    "load": "transferlab.inference:load",
+    "compare": "transferlab.api:compare",
+    "load": "transferlab.api:load",
     "resume": "transferlab.api:resume",
-    "TrainingInterrupted": "transferlab.training.checkpoint:TrainingInterrupted",
+    "TrainingInterrupted": "transferlab.errors:TrainingInterrupted",
     "evaluate": "transferlab.api:evaluate",
     "predict": "transferlab.api:predict",
-    "Classifier": "transferlab.inference:Classifier",
+    "Classifier": "transferlab.api:Classifier",
+    "Predictor": "transferlab.inference:Predictor",
+    "TransferlabError": "transferlab.errors:TransferlabError",
     "TrainConfig": "transferlab.training.config:TrainConfig",
 }
 

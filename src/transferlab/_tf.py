@@ -13,6 +13,8 @@ import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
+from transferlab.errors import MissingDependencyError
+
 # TensorFlow >= 2.20 prints these through absl before it reads TF_CPP_MIN_LOG_LEVEL, so the
 # variable no longer hides them: two to four lines of start-up chatter on every command.
 _STARTUP_NOISE = (
@@ -66,7 +68,7 @@ def import_tf():
         try:
             import tensorflow as tf
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ImportError(
+            raise MissingDependencyError(
                 "TensorFlow is not installed. Install transferlab with a TensorFlow build: "
                 "`pip install 'transferlab[cpu]'` (CPU) or `pip install 'transferlab[gpu]'` (NVIDIA GPU)."
             ) from exc

@@ -1,4 +1,4 @@
-"""Classify images with a trained model: the ``Classifier`` object and ``load``.
+"""Predict with a trained model: the ``Predictor`` object and ``load``.
 
 A classifier is a model (any supported format) plus what it needs to be used correctly: the
 class names in output order and the resize its backbone was trained with. Images are decoded
@@ -9,7 +9,6 @@ threads, batch by batch, so folders of any size stream through in bounded memory
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -18,17 +17,16 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from transferlab.data.decode import ImageDecodeError, resize_image
+from transferlab.data.decode import ImageDecodeError, ResizeConfig, resize_image
 from transferlab.data.loader import iter_file_batches
-from transferlab.data.pipeline import ResizeConfig
 from transferlab.data.sources import walk_files
+from transferlab.errors import ConfigError, MissingFileError, ModelFormatError
 from transferlab.progress import progress_bar
+from transferlab.rundir import CONFIG_FILE, LABELS_FILE, MODEL_CARD_FILE, MODEL_FILE, read_json, read_labels
+from transferlab.runtimes.base import as_dtype
 
 logger = logging.getLogger("transferlab")
 
-RUN_CONFIG = "config.json"
-LABELS_FILE = "labels.txt"
-MODEL_FILE = "model.keras"
 
 
 @dataclass
@@ -63,10 +61,10 @@ def expand_paths(items: str | os.PathLike | Iterable[str | os.PathLike]) -> list
         elif any(ch in text for ch in "*?["):
             matches = sorted(glob.glob(text, recursive=True))
             if not matches:
-                raise FileNotFoundError(f"No file matches the pattern {text!r}.")
+                raise MissingFileError(f"No file matches the pattern {text!r}.")
             files.extend(m for m in matches if os.path.isfile(m))
         else:
-            raise FileNotFoundError(f"No such file or folder: {text}")
+            raise MissingFileError(f"No such file or folder: {text}")
     return files
 
 
@@ -78,9 +76,8 @@ def _as_uint8_batch(images: np.ndarray, resize: ResizeConfig) -> np.ndarray:
     if arr.ndim == 3:
         arr = arr[None]
     if arr.ndim != 4 or arr.shape[-1] != 3:
-        raise ValueError(f"Expected RGB images of shape (N, H, W, 3) or (H, W, 3), got {arr.shape}.")
-    if arr.dtype != np.uint8:
-        arr = np.clip(np.round(arr), 0, 255).astype(np.uint8)
+        raise ConfigError(f"Expected RGB images of shape (N, H, W, 3) or (H, W, 3), got {arr.shape}.")
+    arr = as_dtype(arr, np.uint8)
     size = resize.size
     if arr.shape[1:3] == (size, size):
         return arr
@@ -89,43 +86,11 @@ def _as_uint8_batch(images: np.ndarray, resize: ResizeConfig) -> np.ndarray:
                      for a in arr])
 
 
-# ------------------------------------------------------------------ runtimes
-# Exported formats have their runtimes in transferlab.export.runtimes (imported on demand, so
-# that ONNX/TFLite prediction never imports TensorFlow); each has the same interface as this one.
-class KerasRuntime:
-    """Runs a Keras model (raw 0..255 pixels -> probabilities) under a traced function."""
-
-    name = "keras"
-
-    def __init__(self, model):
-        from transferlab._tf import import_tf
-
-        tf = import_tf()
-        self.model = model
-        # The run's model takes float32 pixels, an exported one uint8: feed each its own dtype.
-        self.input_dtype = str(getattr(model.inputs[0], "dtype", "float32")).split(".")[-1]
-        self._fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-
-    @property
-    def input_size(self) -> int | None:
-        shape = self.model.input_shape
-        return shape[1] if shape[1] == shape[2] else None
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.model.output_shape[-1])
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        if self.input_dtype == "uint8":
-            images = images if images.dtype == np.uint8 else np.clip(np.round(images), 0, 255).astype(np.uint8)
-        else:
-            images = images.astype(np.float32)
-        return np.asarray(self._fn(images), dtype=np.float32)
-
-
 # ------------------------------------------------------------------ classifier
-class Classifier:
-    """A trained image classifier: ``predict`` on files, folders, globs or arrays.
+class Predictor:
+    """A trained image classifier that predicts: on files, folders, globs or arrays.
+
+    :class:`transferlab.Classifier` adds evaluation, reports, Grad-CAM and export on top.
 
     Attributes:
         class_names: labels in output order.
@@ -152,7 +117,7 @@ class Classifier:
 
     def __repr__(self) -> str:
         where = f", run_dir={str(self.run_dir)!r}" if self.run_dir else ""
-        return f"Classifier(classes={self.class_names}, input={self.resize.size}px, runtime={self.runtime.name}{where})"
+        return f"{type(self).__name__}(classes={self.class_names}, input={self.resize.size}px, runtime={self.runtime.name}{where})"
 
     def predict_files(self, paths: Sequence[str], *, batch_size: int = 32, show_progress: bool = False,
                       desc: str = "Predicting") -> tuple[np.ndarray, dict[int, str]]:
@@ -199,67 +164,8 @@ class Classifier:
         ranked = [(self.class_names[j], float(probs[j])) for j in order]
         return Prediction(source, ranked[0][0], ranked[0][1], ranked)
 
-    def evaluate(self, data, *, batch_size: int = 32, split: str | None = None,
-                 show_progress: bool = True, out_dir: str | os.PathLike | None = None) -> dict:
-        """Accuracy, loss, per-class precision/recall/F1 and confusion matrix on labeled data.
-
-        Args:
-            data: a labeled folder/CSV (every split is used unless ``split`` names one) or an
-                :class:`~transferlab.data.ImageDataset`.
-            out_dir: also write metrics.json, predictions.csv, confusion matrices and
-                report.html (mistakes gallery with Grad-CAM for Keras models) there.
-        """
-        from transferlab.data.dataset import ImageDataset, load_dataset
-        from transferlab.evaluation.metrics import classification_report
-
-        dataset = data if isinstance(data, ImageDataset) else load_dataset(data, show_progress=show_progress)
-        records = dataset.split(split) if split else dataset.records
-        unknown = sorted({r.label for r in records} - set(self.class_names))
-        if unknown:
-            raise ValueError(f"The data has classes the model does not know: {', '.join(unknown)}. "
-                             f"Model classes: {', '.join(self.class_names)}.")
-        index = {name: i for i, name in enumerate(self.class_names)}
-        paths = [r.path for r in records]
-        labels = np.array([index[r.label] for r in records])
-        probs, errors = self.predict_files(paths, batch_size=batch_size, show_progress=show_progress,
-                                           desc="Evaluating")
-        keep = np.array([i not in errors for i in range(len(paths))], dtype=bool)
-        report = classification_report(labels[keep], probs[keep], self.class_names)
-        report["skipped_files"] = [paths[i] for i in np.flatnonzero(~keep)]
-        report["data"] = str(dataset.root)
-        if split:
-            report["split"] = split
-        if out_dir is not None:
-            self._write_evaluation(Path(out_dir), report, [r for r, k in zip(records, keep) if k], probs[keep])
-        return report
-
-    def _write_evaluation(self, out: Path, report: dict, records, probs: np.ndarray) -> None:
-        from transferlab.evaluation.artifacts import write_evaluation
-        from transferlab.evaluation.report import write_report
-
-        figures = write_evaluation(out, report, [r.path for r in records], [r.label for r in records], probs,
-                                   self.class_names, background=True)
-        (out / LABELS_FILE).write_text("\n".join(self.class_names) + "\n", encoding="utf-8")
-        try:
-            path = write_report(out, model=self if self.runtime.name == "keras" else None, figures=figures)
-            logger.info("Report: %s", path)
-        except Exception as exc:  # noqa: BLE001 - the report never fails an evaluation
-            logger.warning("report.html not written: %s: %s", type(exc).__name__, exc)
-        finally:
-            figures.wait()
-
-
 # ------------------------------------------------------------------ loading
-MODEL_CARD = "model_card.json"
 KERAS_SUFFIXES = (".keras", ".h5")
-
-
-def _read_labels(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _read_json(path: Path | None) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path else {}
 
 
 def locate_model(path: str | os.PathLike) -> tuple[Path, str]:
@@ -275,34 +181,32 @@ def locate_model(path: str | os.PathLike) -> tuple[Path, str]:
             return path, "savedmodel"
         if (path / MODEL_FILE).exists():
             return path / MODEL_FILE, "keras"
-        raise FileNotFoundError(f"No model in {path} (no {MODEL_FILE}, no saved_model.pb). {what}")
+        raise MissingFileError(f"No model in {path} (no {MODEL_FILE}, no saved_model.pb). {what}")
     if not path.exists():
-        raise FileNotFoundError(f"No such model: {path}. {what}")
+        raise MissingFileError(f"No such model: {path}. {what}")
     suffix = path.suffix.lower()
     if suffix in KERAS_SUFFIXES:
         return path, "keras"
     if suffix in (".onnx", ".tflite"):
         return path, suffix[1:]
-    raise ValueError(f"Unknown model format {suffix or path.name!r}. {what}")
+    raise ModelFormatError(f"Unknown model format {suffix or path.name!r}. {what}")
 
 
 def _open_runtime(model_path: Path, fmt: str, safe_mode: bool):
     if fmt == "onnx":
-        from transferlab.export.runtimes import OnnxRuntime
+        from transferlab.runtimes.exported import OnnxRuntime
 
         return OnnxRuntime(model_path)
     if fmt == "tflite":
-        from transferlab.export.runtimes import TFLiteRuntime
+        from transferlab.runtimes.exported import TFLiteRuntime
 
         return TFLiteRuntime(model_path)
     if fmt == "savedmodel":
-        from transferlab.export.runtimes import SavedModelRuntime
+        from transferlab.runtimes.exported import SavedModelRuntime
 
         return SavedModelRuntime(model_path)
-    from transferlab._tf import import_tf
-
-    import_tf()
-    import keras
+    from transferlab._keras import keras
+    from transferlab.runtimes.keras import KerasRuntime
 
     return KerasRuntime(keras.models.load_model(model_path, compile=False, safe_mode=safe_mode))
 
@@ -316,7 +220,7 @@ def _metadata_dirs(model_path: Path, fmt: str) -> list[Path]:
     return dirs
 
 
-def load(path: str | os.PathLike, *, safe_mode: bool = True) -> Classifier:
+def load(path: str | os.PathLike, *, safe_mode: bool = True, cls: type[Predictor] | None = None) -> Predictor:
     """Load a classifier from any format transferlab writes.
 
     ``path`` is a run directory (its ``model.keras``), an ``export/`` folder, a ``.keras``/``.h5``
@@ -326,6 +230,8 @@ def load(path: str | os.PathLike, *, safe_mode: bool = True) -> Classifier:
     Class names and the resize come from the files next to the model, nearest first:
     ``labels.txt``, ``model_card.json`` (export folder), then the run's ``config.json``.
     ``safe_mode`` (Keras files only) stays on unless you trust the file: loading can run code from it.
+    ``cls`` is the class to return (default :class:`Predictor`; :func:`transferlab.load` asks for
+    :class:`transferlab.Classifier`).
     """
     model_path, fmt = locate_model(path)
     runtime = _open_runtime(model_path, fmt, safe_mode)
@@ -334,24 +240,24 @@ def load(path: str | os.PathLike, *, safe_mode: bool = True) -> Classifier:
     def nearest(name: str) -> Path | None:
         return next((d / name for d in dirs if (d / name).is_file()), None)
 
-    labels_path, config_path = nearest(LABELS_FILE), nearest(RUN_CONFIG)
-    card, metadata = _read_json(nearest(MODEL_CARD)), _read_json(config_path)
+    labels_path, config_path = nearest(LABELS_FILE), nearest(CONFIG_FILE)
+    card, metadata = read_json(nearest(MODEL_CARD_FILE)), read_json(config_path)
     if card:
         metadata["model_card"] = card
     num_classes = getattr(runtime, "num_classes", None)
     if labels_path:
-        class_names = _read_labels(labels_path)
+        class_names = read_labels(labels_path)
     elif card.get("classes") or metadata.get("class_names"):
         class_names = card.get("classes") or metadata["class_names"]
     else:
         if not num_classes:
-            raise ValueError(f"Cannot tell how many classes {model_path} has: put its labels.txt next to it.")
+            raise ModelFormatError(f"Cannot tell how many classes {model_path} has: put its labels.txt next to it.")
         class_names = [f"class_{i}" for i in range(num_classes)]
         logger.warning("No labels.txt next to %s: classes are named class_0..class_%d.", model_path, num_classes - 1)
     if num_classes and len(class_names) != num_classes:
-        raise ValueError(f"{labels_path or 'The metadata'} lists {len(class_names)} classes but {model_path} "
+        raise ModelFormatError(f"{labels_path or 'The metadata'} lists {len(class_names)} classes but {model_path} "
                          f"outputs {num_classes}.")
     resize_dict = card.get("input", {}).get("resize") or metadata.get("resize")
     resize = ResizeConfig(**resize_dict) if resize_dict else ResizeConfig(size=runtime.input_size or 224)
     run_dir = config_path.parent if config_path else dirs[0]
-    return Classifier(runtime, class_names, resize, run_dir=run_dir, metadata=metadata)
+    return (cls or Predictor)(runtime, class_names, resize, run_dir=run_dir, metadata=metadata)

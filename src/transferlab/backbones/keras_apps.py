@@ -41,9 +41,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 
-import keras
+from transferlab.errors import ConfigError, MissingFileError, TransferlabError
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ OFFLINE_ENV = "TRANSFERLAB_OFFLINE"
 _MOBILENET_V2_ROWS = (96, 128, 160, 192, 224)
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(TransferlabError, RuntimeError):
     """Pretrained weights are neither cached locally nor downloadable (offline)."""
 
 
@@ -290,10 +291,10 @@ def resolve_imagenet_weights(name: str, input_size: int | None = None) -> Path:
 def _check_weights_file(path: str | os.PathLike) -> Path:
     p = Path(path).expanduser()
     if not p.is_file():
-        raise FileNotFoundError(f"Weights file not found: {p}. Pass an existing .h5 / .weights.h5 "
+        raise MissingFileError(f"Weights file not found: {p}. Pass an existing .h5 / .weights.h5 "
                                 "file, 'imagenet', or None.")
     if not p.name.endswith((".h5", ".hdf5", ".keras")):
-        raise ValueError(f"Unsupported weights file {p.name!r}: expected a Keras .h5 / .weights.h5 "
+        raise ConfigError(f"Unsupported weights file {p.name!r}: expected a Keras .h5 / .weights.h5 "
                          "file (e.g. Keras' *_notop.h5 or one written by model.save_weights()).")
     return p
 
@@ -332,7 +333,7 @@ def build_keras_app(
     spec = get_spec(name)
     size = int(input_size or spec.input_size)
     if size < spec.min_size:
-        raise ValueError(f"{name} needs input_size >= {spec.min_size}; got {size}.")
+        raise ConfigError(f"{name} needs input_size >= {spec.min_size}; got {size}.")
     weights_path: Path | None = None
     if isinstance(weights, str) and weights == "imagenet":
         weights_path = resolve_imagenet_weights(name, size)  # before building: fails fast
@@ -347,7 +348,7 @@ def build_keras_app(
         try:
             net.load_weights(str(weights_path))
         except Exception as exc:
-            raise ValueError(
+            raise ConfigError(
                 f"Could not load weights {weights_path} into {name} (include_top=False): {exc}. "
                 f"The file must hold the headless {spec.constructor} weights, e.g. Keras' "
                 f"{weights_file_name(name, size)} or base.save_weights() of this backbone."
@@ -369,7 +370,7 @@ def cut_at_layer(net: keras.Model, feature_layer: str | None, what: str) -> kera
         return net
     names = [layer.name for layer in net.layers]
     if feature_layer not in names:
-        raise ValueError(f"{what} has no layer {feature_layer!r}. Available layers: "
+        raise ConfigError(f"{what} has no layer {feature_layer!r}. Available layers: "
                          f"{', '.join(names)}")
     return keras.Model(net.inputs[0], net.get_layer(feature_layer).output, name="base")
 

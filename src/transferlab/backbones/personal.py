@@ -20,9 +20,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
-import keras
+from transferlab.errors import ConfigError, ModelFormatError, TransferlabError
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ HEAD_LAYER_TYPES: tuple[type, ...] = (
 )
 
 
-class UnsafeModelError(ValueError):
+class UnsafeModelError(TransferlabError, ValueError):
     """The model file needs ``unsafe=True`` (it contains a Lambda layer / Python code)."""
 
 
@@ -58,7 +59,7 @@ def is_keras_model_dir(path: Path) -> bool:
 def load_keras_model(path: Path, unsafe: bool = False) -> keras.Model:
     """``load_model`` with safe mode on unless ``unsafe``; explains what to do when it refuses."""
     if path.name.endswith(".weights.h5"):
-        raise ValueError(
+        raise ModelFormatError(
             f"{path} is a weights-only file (no architecture). Pass the architecture's registry "
             f"name with --weights {path} (load_backbone(name, weights=path)), or save the full "
             "model with model.save('model.keras').")
@@ -78,12 +79,12 @@ def load_keras_model(path: Path, unsafe: bool = False) -> keras.Model:
                 "(unsafe=True). Better: replace the Lambda with built-in layers and re-save."
             ) from exc
         if "No model config" in text or "model_config" in text:
-            raise ValueError(
+            raise ModelFormatError(
                 f"{path} holds weights but no model architecture. Pass the architecture's "
                 f"registry name with --weights {path} instead.") from exc
-        raise ValueError(f"Could not load {path} as a Keras model: {exc}") from exc
+        raise ModelFormatError(f"Could not load {path} as a Keras model: {exc}") from exc
     if not isinstance(model, keras.Model):
-        raise ValueError(f"{path} does not contain a Keras model (got {type(model).__name__}).")
+        raise ModelFormatError(f"{path} does not contain a Keras model (got {type(model).__name__}).")
     return model
 
 
@@ -124,7 +125,7 @@ def _auto_feature_tensor(model: keras.Model) -> tuple[Any, str]:
         tensor = inputs[0]
         op, node_index = _history(tensor)
     if isinstance(op, keras.layers.InputLayer):
-        raise ValueError(
+        raise ModelFormatError(
             f"Model {model.name!r} has no layer before its classification head. Pass "
             f"feature_layer=NAME; layers: {', '.join(l.name for l in model.layers)}")
     if isinstance(op, keras.layers.GlobalAveragePooling2D):
@@ -137,17 +138,17 @@ def _auto_feature_tensor(model: keras.Model) -> tuple[Any, str]:
 
 def _input_size(shape: tuple, input_size: int | None, source: str) -> int:
     if len(shape) != 4 or shape[-1] != 3:
-        raise ValueError(f"{source} takes input of shape {shape}; transferlab backbones need "
+        raise ModelFormatError(f"{source} takes input of shape {shape}; transferlab backbones need "
                          "RGB images (batch, height, width, 3), channels last.")
     h, w = shape[1], shape[2]
     if h is None or w is None:
         if input_size is None:
-            raise ValueError(f"{source} accepts any image size; pass input_size (e.g. 224).")
+            raise ConfigError(f"{source} accepts any image size; pass input_size (e.g. 224).")
         return int(input_size)
     if h != w:
-        raise ValueError(f"{source} expects {h}x{w} images; only square inputs are supported.")
+        raise ModelFormatError(f"{source} expects {h}x{w} images; only square inputs are supported.")
     if input_size is not None and int(input_size) != h:
-        raise ValueError(f"{source} expects {h}x{h} images but input_size={input_size} was "
+        raise ConfigError(f"{source} expects {h}x{h} images but input_size={input_size} was "
                          f"requested. Drop input_size, or re-save the model at that size.")
     return int(h)
 
@@ -162,13 +163,13 @@ def load_personal_base(
     """Load a user's Keras classifier and cut it at its feature layer (see module docstring)."""
     model = load_keras_model(path, unsafe=unsafe)
     if len(model.inputs) != 1:
-        raise ValueError(f"{path} has {len(model.inputs)} inputs; a backbone needs exactly one.")
+        raise ModelFormatError(f"{path} has {len(model.inputs)} inputs; a backbone needs exactly one.")
     size = _input_size(tuple(model.inputs[0].shape), input_size, str(path))
     if feature_layer is not None:
         tensors = _graph_outputs(model)
         if feature_layer not in tensors:
             names = [layer.name for layer in model.layers]
-            raise ValueError(f"{path} has no layer {feature_layer!r}. Available layers: "
+            raise ConfigError(f"{path} has no layer {feature_layer!r}. Available layers: "
                              f"{', '.join(names)}")
         tensor, chosen = tensors[feature_layer], feature_layer
     else:
@@ -206,7 +207,7 @@ def _pick_endpoint(path: Path, sigs: dict[str, Any] | None) -> str:
         return "serving_default"
     if len(sigs) == 1:
         return next(iter(sigs))
-    raise ValueError(f"SavedModel {path} has no 'serving_default' signature; available "
+    raise ModelFormatError(f"SavedModel {path} has no 'serving_default' signature; available "
                      f"endpoints: {', '.join(sigs)}. Re-export it with a serving_default.")
 
 
@@ -234,13 +235,13 @@ def load_savedmodel_base(
     endpoint = _pick_endpoint(path, sigs)
     size = input_size or _signature_input_size((sigs or {}).get(endpoint))
     if size is None:
-        raise ValueError(f"Cannot infer the input size of SavedModel {path}; pass input_size "
+        raise ModelFormatError(f"Cannot infer the input size of SavedModel {path}; pass input_size "
                          "(e.g. 224).")
     try:
         layer = keras.layers.TFSMLayer(str(path), call_endpoint=endpoint, name="savedmodel")
     except ValueError as exc:
         listing = ", ".join(sigs) if sigs else "(none)"
-        raise ValueError(f"Cannot call SavedModel {path} via endpoint {endpoint!r}: {exc} "
+        raise ModelFormatError(f"Cannot call SavedModel {path} via endpoint {endpoint!r}: {exc} "
                          f"Signatures: {listing}.") from exc
     probe = layer(np.zeros((1, size, size, 3), np.float32))
     key = None
@@ -248,18 +249,18 @@ def load_savedmodel_base(
         keys = list(probe)
         if feature_layer is not None:
             if feature_layer not in probe:
-                raise ValueError(f"SavedModel {path} endpoint {endpoint!r} has no output "
+                raise ModelFormatError(f"SavedModel {path} endpoint {endpoint!r} has no output "
                                  f"{feature_layer!r}; outputs: {', '.join(keys)}.")
             key = feature_layer
         elif len(keys) == 1:
             key = keys[0]
         else:
-            raise ValueError(f"SavedModel {path} endpoint {endpoint!r} returns several outputs "
+            raise ModelFormatError(f"SavedModel {path} endpoint {endpoint!r} returns several outputs "
                              f"({', '.join(keys)}); choose one with feature_layer=NAME.")
         probe = probe[key]
     shape = tuple(probe.shape)
     if len(shape) not in (2, 4):
-        raise ValueError(f"SavedModel {path} returns shape {shape}; expected (N, D) features "
+        raise ModelFormatError(f"SavedModel {path} returns shape {shape}; expected (N, D) features "
                          "or an (N, h, w, C) feature map.")
     inp = keras.Input((size, size, 3), name="savedmodel_input")
     out = layer(inp)

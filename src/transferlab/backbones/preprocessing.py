@@ -8,9 +8,10 @@ in safe mode and converts cleanly to SavedModel, ONNX and TFLite.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
-import keras
+from transferlab.errors import ConfigError
 
 # mode -> (human description). The numbers live in _affine_params.
 PREPROCESS_MODES: dict[str, str] = {
@@ -31,7 +32,7 @@ def check_preprocess_mode(mode: str) -> str:
     """Return ``mode`` if known, else raise a ValueError listing the valid modes."""
     if mode not in PREPROCESS_MODES:
         valid = ", ".join(PREPROCESS_MODES)
-        raise ValueError(f"Unknown preprocessing mode {mode!r}. Choose one of: {valid}.")
+        raise ConfigError(f"Unknown preprocessing mode {mode!r}. Choose one of: {valid}.")
     return mode
 
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from transferlab.errors import TransferlabError
+
 __all__ = ["UnsafePickleError", "PthFormatError", "load_state_dict"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -53,7 +55,7 @@ class UnsafePickleError(pickle.UnpicklingError):
     """The pickle names a global that is not needed to rebuild tensors; nothing was executed."""
 
 
-class PthFormatError(ValueError):
+class PthFormatError(TransferlabError, ValueError):
     """The file is not a readable PyTorch tensor state dict (truncated, corrupt, unsupported)."""
 
 

@@ -41,6 +41,7 @@ from transferlab.backbones.personal import (
     looks_like_path,
 )
 from transferlab.backbones.preprocessing import check_preprocess_mode, preprocessing_layer
+from transferlab.errors import ConfigError, MissingFileError
 
 __all__ = [
     "BackboneInfo", "WeightsUnavailableError", "list_backbones", "get_backbone_info",
@@ -144,7 +145,7 @@ def get_backbone_info(name: str) -> BackboneInfo:
         return next(info for info in _lite_infos() if info.name == key)
     close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise ValueError(
+    raise ConfigError(
         f"Unknown backbone {name!r}.{hint} Built-in backbones: {', '.join(names)}. To use your "
         "own model, pass the path of a .keras / .h5 file or a SavedModel directory instead.")
 
@@ -251,23 +252,23 @@ def resolve_backbone(
 def _resolve_path(path: Path, weights: Any, input_size: int | None, feature_layer: str | None,
                   unsafe: bool) -> tuple[keras.Model, BackboneInfo]:
     if not path.exists():
-        raise FileNotFoundError(f"No backbone named {os.fspath(path)!r} and no such file. Pass "
+        raise MissingFileError(f"No backbone named {os.fspath(path)!r} and no such file. Pass "
                                 "a built-in name (see list_backbones()) or an existing path.")
     path = path.resolve()
     savedmodel = is_savedmodel_dir(path) and not is_keras_model_dir(path)
     if savedmodel:
         if not (weights is None or weights == "imagenet"):
-            raise ValueError(f"SavedModel {path} brings its own weights; drop --weights.")
+            raise ConfigError(f"SavedModel {path} brings its own weights; drop --weights.")
         base, fields = load_savedmodel_base(path, input_size=input_size,
                                             feature_layer=feature_layer)
         notes = ("Feature extraction only. SavedModel/TF-Hub modules often expect 0..1 pixels: "
                  "pass preprocess='0-1' if so.")
     elif path.is_dir() and not is_keras_model_dir(path):
-        raise ValueError(f"{path} is a directory but neither a SavedModel (saved_model.pb) nor "
+        raise ConfigError(f"{path} is a directory but neither a SavedModel (saved_model.pb) nor "
                          "a Keras model dir (config.json).")
     else:
         if not (isinstance(weights, str) and weights == "imagenet"):
-            raise ValueError(f"{path} is a trained model and brings its own weights; drop "
+            raise ConfigError(f"{path} is a trained model and brings its own weights; drop "
                              "--weights (weights=PATH/None apply to built-in backbones only).")
         base, fields = load_personal_base(path, input_size=input_size,
                                           feature_layer=feature_layer, unsafe=unsafe)
@@ -300,7 +301,7 @@ def load_backbone(
 def check_fine_tunable(info: BackboneInfo) -> None:
     """Raise ValueError if the backbone can't be fine-tuned (SavedModel / TF-Hub modules)."""
     if not info.supports_fine_tune:
-        raise ValueError(
+        raise ConfigError(
             f"Backbone {info.name!r} cannot be fine-tuned: SavedModel/hub modules are "
             "feature-extraction only (TFSMLayer runs the saved graph; training can't update it). "
             "Train the head only (no fine-tuning), or convert the model to .keras to fine-tune: "

@@ -25,10 +25,7 @@ import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
-
-if TYPE_CHECKING:
-    from transferlab.data.validate import FileCheck
+from typing import Iterable, Sequence
 
 logger = logging.getLogger("transferlab")
 
@@ -45,6 +42,19 @@ CREATE TABLE IF NOT EXISTS checks (
     ok INTEGER, sha256 TEXT, width INTEGER, height INTEGER, format TEXT, reason TEXT
 )
 """
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """Result of checking one file: either decoded metadata or the reason it is bad."""
+
+    path: str
+    ok: bool
+    sha256: str = ""
+    width: int = 0
+    height: int = 0
+    format: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -99,8 +109,6 @@ class CheckCache:
         stamps = {p: s for p in paths if (s := FileStamp.of(p)) is not None}
         if not stamps or self._broken or not self.path.exists():
             return {}, stamps
-        from transferlab.data.validate import FileCheck
-
         wanted = {os.path.abspath(p): p for p in stamps}
         known: dict[str, FileCheck] = {}
         try:

@@ -21,11 +21,14 @@ import io
 import os
 import struct
 import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from transferlab.errors import ConfigError, TransferlabError
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP", "TIFF"})
 RESIZE_MODES = ("squash", "center-crop", "pad")
@@ -43,7 +46,7 @@ ALPHA_BACKGROUND = (255, 255, 255)
 Image.MAX_IMAGE_PIXELS = 180_000_000
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(TransferlabError, ValueError):
     """A file could not be decoded as an image; ``reason`` says why in a few words."""
 
     def __init__(self, path: str | os.PathLike | None, reason: str):
@@ -164,11 +167,11 @@ def resize_image(
         ``pad``: keep aspect ratio, fit inside the target and pad with black (letterbox).
     """
     if mode not in RESIZE_MODES:
-        raise ValueError(f"Unknown resize mode {mode!r}; choose one of {', '.join(RESIZE_MODES)}.")
+        raise ConfigError(f"Unknown resize mode {mode!r}; choose one of {', '.join(RESIZE_MODES)}.")
     if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"Unknown interpolation {interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}.")
+        raise ConfigError(f"Unknown interpolation {interpolation!r}; choose one of {', '.join(INTERPOLATIONS)}.")
     if not 0.0 < crop_fraction <= 1.0:
-        raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}.")
+        raise ConfigError(f"crop_fraction must be in (0, 1], got {crop_fraction}.")
     height, width = size
     resample = INTERPOLATIONS[interpolation]
     w, h = img.size
@@ -204,3 +207,40 @@ def load_image(
     draft = (size[1] * 2, size[0] * 2)
     img = open_rgb(source, draft_size=draft)
     return resize_image(img, size, mode=mode, interpolation=interpolation, crop_fraction=crop_fraction)
+
+
+@dataclass(frozen=True)
+class ResizeConfig:
+    """How a decoded image becomes the backbone's input: size, mode, crop and filter.
+
+    Attributes:
+        size: side of the square input in pixels (>= 8).
+        mode: one of :data:`RESIZE_MODES`: "squash" (stretch to a square), "center-crop" (scale the
+            short side, keep the centre ``crop_fraction``), "pad" (letterbox on black).
+        interpolation: one of :data:`INTERPOLATIONS`.
+        crop_fraction: share of the short side kept by "center-crop", in (0, 1].
+    """
+
+    size: int = 224
+    mode: str = "squash"
+    interpolation: str = "bilinear"
+    crop_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in RESIZE_MODES:
+            raise ConfigError(f"Unknown resize mode {self.mode!r}; choose one of {', '.join(RESIZE_MODES)}.")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ConfigError(f"Unknown interpolation {self.interpolation!r}; "
+                              f"choose one of {', '.join(INTERPOLATIONS)}.")
+        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 8:
+            raise ConfigError(f"Image size must be an integer of at least 8 pixels, got {self.size!r}.")
+        if not 0.0 < self.crop_fraction <= 1.0:
+            raise ConfigError(f"crop_fraction must be in (0, 1], got {self.crop_fraction!r}.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def load(self, path: str | os.PathLike | bytes) -> np.ndarray:
+        """Decode and resize one file to uint8 (size, size, 3)."""
+        return load_image(path, (self.size, self.size), mode=self.mode, interpolation=self.interpolation,
+                          crop_fraction=self.crop_fraction)

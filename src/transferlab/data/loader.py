@@ -21,9 +21,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from transferlab.data.decode import ImageDecodeError
-from transferlab.data.pipeline import ResizeConfig
-
+from transferlab.data.decode import ImageDecodeError, ResizeConfig
 
 _DECODER_NICENESS = 19
 

@@ -8,40 +8,16 @@ file validation would reject and never holds more than a few batches in memory.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
 
 from transferlab._tf import import_tf
-from transferlab.data.decode import RESIZE_MODES, ImageDecodeError, load_image
+from transferlab.data.decode import ImageDecodeError, ResizeConfig, load_image  # noqa: F401 (re-exported)
+from transferlab.errors import ConfigError
 
 logger = logging.getLogger("transferlab")
-
-
-@dataclass(frozen=True)
-class ResizeConfig:
-    """How a decoded image becomes the backbone's input: size, mode, crop and filter."""
-
-    size: int = 224
-    mode: str = "squash"
-    interpolation: str = "bilinear"
-    crop_fraction: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.mode not in RESIZE_MODES:
-            raise ValueError(f"Unknown resize mode {self.mode!r}; choose one of {', '.join(RESIZE_MODES)}.")
-        if self.size < 8:
-            raise ValueError(f"Image size must be at least 8 pixels, got {self.size}.")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def load(self, path: str | os.PathLike | bytes) -> np.ndarray:
-        """Decode and resize one file to uint8 (size, size, 3)."""
-        return load_image(path, (self.size, self.size), mode=self.mode, interpolation=self.interpolation,
-                          crop_fraction=self.crop_fraction)
 
 
 @dataclass(frozen=True)
@@ -145,7 +121,7 @@ def make_image_dataset(
     tf = import_tf()
     n = len(paths)
     if n == 0:
-        raise ValueError("No images to read: the list of paths is empty.")
+        raise ConfigError("No images to read: the list of paths is empty.")
     size = resize.size
     path_table = tf.constant(list(paths))
     label_table = tf.constant(np.asarray(labels, dtype=np.int32)) if labels is not None else None

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from transferlab.errors import ConfigError, RunExistsError
+
 __all__ = ["SAMPLE_CLASSES", "make_sample_dataset", "render_sample"]
 
 SAMPLE_CLASSES: tuple[str, ...] = ("ok", "scratch", "spot", "crack")
@@ -101,7 +103,7 @@ def make_sample_dataset(
     foreign = sorted(str(p) for p in existing if not _is_own_file(p))
     if foreign:
         shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-        raise FileExistsError(
+        raise RunExistsError(
             f"{out} holds files that are not transferlab sample data ({shown}); "
             "choose an empty or new folder for the sample dataset."
         )
@@ -151,7 +153,7 @@ def render_sample(
         RGB image of size about (image_size, image_size).
     """
     if class_name not in SAMPLE_CLASSES:
-        raise ValueError(f"Unknown sample class {class_name!r}; choose from {SAMPLE_CLASSES}.")
+        raise ConfigError(f"Unknown sample class {class_name!r}; choose from {SAMPLE_CLASSES}.")
     # Independent streams for surface, defect and noise: the defect's draws then do not shift
     # the noise, so equal generators give pixel-identical surfaces across classes.
     surface_rng, defect_rng, noise_rng = rng.spawn(3)
@@ -179,18 +181,18 @@ def _check_args(
     images_per_class: int, image_size: int, seed: int, classes: tuple[str, ...]
 ) -> None:
     if int(images_per_class) != images_per_class or images_per_class < 1:
-        raise ValueError(f"images_per_class must be a positive integer, got {images_per_class!r}.")
+        raise ConfigError(f"images_per_class must be a positive integer, got {images_per_class!r}.")
     if int(image_size) != image_size or image_size < 32:
-        raise ValueError(f"image_size must be an integer >= 32, got {image_size!r}.")
+        raise ConfigError(f"image_size must be an integer >= 32, got {image_size!r}.")
     if int(seed) != seed or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}.")
     if not classes:
-        raise ValueError("classes must not be empty.")
+        raise ConfigError("classes must not be empty.")
     unknown = [c for c in classes if c not in SAMPLE_CLASSES]
     if unknown:
-        raise ValueError(f"Unknown sample classes {unknown}; choose from {SAMPLE_CLASSES}.")
+        raise ConfigError(f"Unknown sample classes {unknown}; choose from {SAMPLE_CLASSES}.")
     if len(set(classes)) != len(classes):
-        raise ValueError(f"classes contains duplicates: {list(classes)}.")
+        raise ConfigError(f"classes contains duplicates: {list(classes)}.")
 
 
 def _image_rng(seed: int, class_name: str, index: int) -> np.random.Generator:

@@ -19,13 +19,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from transferlab.errors import TransferlabError
+
 SPLIT_NAMES = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                   "validation": "val", "test": "test", "testing": "test"}
 _JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx", "ehthumbs.db"})
 
 
-class DatasetError(ValueError):
+class DatasetError(TransferlabError, ValueError):
     """The dataset cannot be used as given; the message says what to change."""
 
 

@@ -24,6 +24,8 @@ import hashlib
 from collections import Counter
 from typing import Iterable, Mapping
 
+from transferlab.errors import ConfigError
+
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_TEST_FRACTION = 0.1
 DEFAULT_SEED = 42
@@ -33,9 +35,9 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
     """Raise ValueError unless both fractions are in [0, 1) and leave some training data."""
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {value}.")
+            raise ConfigError(f"{name} must be in [0, 1), got {value}.")
     if val_fraction + test_fraction >= 1.0:
-        raise ValueError(
+        raise ConfigError(
             f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves no training data; keep it below 1."
         )
 

@@ -13,32 +13,16 @@ import hashlib
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
+from transferlab.data.check_cache import CheckCache, FileCheck  # noqa: F401 (FileCheck re-exported)
 from transferlab.data.decode import ImageDecodeError, open_rgb
 from transferlab.progress import progress_bar
-
-if TYPE_CHECKING:
-    from transferlab.data.check_cache import CheckCache
 
 logger = logging.getLogger("transferlab")
 
 # Below this many files a pool is not worth starting.
 _MIN_FILES_FOR_POOL = 8
-
-
-@dataclass(frozen=True)
-class FileCheck:
-    """Result of checking one file: either decoded metadata or the reason it is bad."""
-
-    path: str
-    ok: bool
-    sha256: str = ""
-    width: int = 0
-    height: int = 0
-    format: str = ""
-    reason: str = ""
 
 
 def check_file(path: str) -> FileCheck:

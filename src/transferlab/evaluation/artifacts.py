@@ -7,12 +7,12 @@ so that ``report.html`` reads the same files either way.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from transferlab import rundir
 from transferlab.evaluation.figures import FigureJob, PendingFigures, draw_figures
 
 
@@ -34,8 +34,8 @@ def confusion_figures(out_dir: str | Path, report: dict, class_names: Sequence[s
     matrix = [[int(v) for v in row] for row in report["confusion_matrix"]]
     split = f" ({report['split']} split)" if report.get("split") else ""
     common = {"matrix": matrix, "class_names": list(class_names)}
-    return [FigureJob("plot_confusion_matrix", str(out / "confusion_matrix.png"), {**common, "title": f"Counts{split}"}),
-            FigureJob("plot_confusion_matrix", str(out / "confusion_matrix_normalized.png"),
+    return [FigureJob("plot_confusion_matrix", str(out / rundir.CONFUSION_FILE), {**common, "title": f"Counts{split}"}),
+            FigureJob("plot_confusion_matrix", str(out / rundir.CONFUSION_NORMALIZED_FILE),
                       {**common, "normalize": True, "title": f"Row-normalized{split}"})]
 
 
@@ -50,6 +50,6 @@ def write_evaluation(out_dir: str | Path, report: dict, paths: Sequence[str], la
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    write_predictions(out / "predictions.csv", paths, labels, probs, class_names)
+    rundir.write_json(out / rundir.METRICS_FILE, report)
+    write_predictions(out / rundir.PREDICTIONS_FILE, paths, labels, probs, class_names)
     return draw_figures(confusion_figures(out, report, class_names) + list(extra_figures), background=background)

@@ -19,6 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
+from transferlab.errors import ConfigError, TransferlabError
+
 logger = logging.getLogger("transferlab")
 
 __all__ = ["gradcam", "gradcam_with_predictions", "feature_maps", "FeatureMapCache", "overlay", "explain",
@@ -27,7 +29,7 @@ __all__ = ["gradcam", "gradcam_with_predictions", "feature_maps", "FeatureMapCac
 _BATCH = 16
 
 
-class GradCamUnavailable(ValueError):
+class GradCamUnavailable(TransferlabError, ValueError):
     """The model has no convolutional feature map to explain (or not our model structure)."""
 
 
@@ -169,7 +171,7 @@ def gradcam_with_predictions(clf, images_uint8: np.ndarray, class_index=None, *,
     if class_index is not None:
         targets = np.broadcast_to(np.asarray(class_index, dtype=np.int64), (n,))
         if ((targets < 0) | (targets >= len(clf.class_names))).any():
-            raise ValueError(f"class_index must be in [0, {len(clf.class_names) - 1}].")
+            raise ConfigError(f"class_index must be in [0, {len(clf.class_names) - 1}].")
     cams, probs, chosen = [], [], []
     for start in range(0, n, _BATCH):
         fmap = tf.constant(maps[start:start + _BATCH])
@@ -252,7 +254,7 @@ def explain(model_path_or_clf, paths, out_dir: str | os.PathLike, class_name: st
     class_index = None
     if class_name is not None:
         if class_name not in clf.class_names:
-            raise ValueError(f"Unknown class {class_name!r}; the model's classes: {', '.join(clf.class_names)}.")
+            raise ConfigError(f"Unknown class {class_name!r}; the model's classes: {', '.join(clf.class_names)}.")
         class_index = clf.class_names.index(class_name)
     _explainer(clf)  # fail before reading any image
     files = expand_paths(paths)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import hashlib
 import html
 import io
 import json
@@ -23,6 +22,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from transferlab import rundir
+from transferlab.errors import MissingFileError
+from transferlab.rundir import REPORT_FILE
+
 if TYPE_CHECKING:
     from transferlab.evaluation.figures import PendingFigures
 
@@ -30,7 +33,6 @@ logger = logging.getLogger("transferlab")
 
 __all__ = ["write_report", "REPORT_FILE"]
 
-REPORT_FILE = "report.html"
 _THUMB = 160
 _MAX_BAD_FILES = 200
 
@@ -105,8 +107,8 @@ def _read_bad_files(path: Path) -> list[tuple[str, str]]:
 def _class_names(run: Path, config: dict | None, metrics: dict | None, predictions: list[dict]) -> list[str]:
     if metrics and metrics.get("class_names"):
         return list(metrics["class_names"])
-    if (run / "labels.txt").is_file():
-        return [c.strip() for c in (run / "labels.txt").read_text(encoding="utf-8").splitlines() if c.strip()]
+    if (run / rundir.LABELS_FILE).is_file():
+        return rundir.read_labels(run / rundir.LABELS_FILE)
     if config and config.get("class_names"):
         return list(config["class_names"])
     return [k[2:] for k in (predictions[0] if predictions else {}) if k.startswith("p_")]
@@ -236,7 +238,7 @@ def _data(run: Path, config: dict | None, names: list[str]) -> str:
     data = (config or {}).get("data") or {}
     counts: dict[str, dict[str, int]] = data.get("counts") or {}
     if not counts:
-        for row in _read_csv(run / "splits.csv"):
+        for row in _read_csv(run / rundir.SPLITS_FILE):
             split = counts.setdefault(row.get("split", "?"), {})
             split[row.get("label", "?")] = split.get(row.get("label", "?"), 0) + 1
     parts = []
@@ -253,7 +255,7 @@ def _data(run: Path, config: dict | None, names: list[str]) -> str:
                      + _table(["class"] + splits + ["total"], rows, row_class=[""] * len(classes) + ["avg"]))
     else:
         parts.append(_muted("No class counts (config.json and splits.csv missing)."))
-    bad = _read_bad_files(run / "bad_files.txt")
+    bad = _read_bad_files(run / rundir.BAD_FILES_FILE)
     parts.append(f"<h3>Bad files skipped ({len(bad)})</h3>")
     if bad:
         rows = [[f"<code>{_e(p)}</code>", _e(r)] for p, r in bad[:_MAX_BAD_FILES]]
@@ -273,17 +275,17 @@ def _fresh(picture: Path, source: Path) -> bool:
 def _curves(run: Path, tmp: Path) -> str:
     from transferlab.evaluation.plots import plot_training_curves
 
-    if _fresh(run / "training_curves.png", run / "history.csv"):
-        return _section("curves", "Training curves", _img_file(run / "training_curves.png", "training curves"))
-    history, boundaries = _read_history(run / "history.csv")
+    if _fresh(run / rundir.TRAINING_CURVES_FILE, run / rundir.HISTORY_FILE):
+        return _section("curves", "Training curves", _img_file(run / rundir.TRAINING_CURVES_FILE, "training curves"))
+    history, boundaries = _read_history(run / rundir.HISTORY_FILE)
     try:
         if history:
             figure = plot_training_curves(history, tmp / "curves.png", phase_boundaries=boundaries)
             return _section("curves", "Training curves", _img_file(figure, "training curves"))
     except ValueError as exc:
         logger.warning("cannot plot history.csv: %s", exc)
-    if (run / "training_curves.png").is_file():
-        return _section("curves", "Training curves", _img_file(run / "training_curves.png", "training curves"))
+    if (run / rundir.TRAINING_CURVES_FILE).is_file():
+        return _section("curves", "Training curves", _img_file(run / rundir.TRAINING_CURVES_FILE, "training curves"))
     return _section("curves", "Training curves", _muted("No training history in this run."))
 
 
@@ -296,10 +298,10 @@ def _confusion(metrics: dict | None, names: list[str], tmp: Path, run: Path | No
     split = metrics.get("split")
     suffix = f" ({split} split)" if split else ""
     # The trainer already drew both matrices; redraw only what is missing or stale.
-    source = run / "metrics.json" if run else tmp / "none"
-    counts = run / "confusion_matrix.png" if run and _fresh(run / "confusion_matrix.png", source) else \
+    source = run / rundir.METRICS_FILE if run else tmp / "none"
+    counts = run / rundir.CONFUSION_FILE if run and _fresh(run / rundir.CONFUSION_FILE, source) else \
         plot_confusion_matrix(cm, names, tmp / "cm.png", title="Counts" + suffix)
-    normed = run / "confusion_matrix_normalized.png" if run and _fresh(run / "confusion_matrix_normalized.png", source) \
+    normed = run / rundir.CONFUSION_NORMALIZED_FILE if run and _fresh(run / rundir.CONFUSION_NORMALIZED_FILE, source) \
         else plot_confusion_matrix(cm, names, tmp / "cm_norm.png", normalize=True, title="Row-normalized" + suffix)
     wide = " wide" if len(names) > 12 else ""  # big matrices get the full width each
     body = (f'<div class="figs{wide}">{_img_file(counts, "confusion matrix, counts")}'
@@ -351,60 +353,32 @@ def _thumbnail(path: str) -> np.ndarray | None:
         return None
 
 
-def _gradcam_overlays(run: Path, model, mistakes: list[dict], names: list[str]) -> tuple[dict[int, np.ndarray], str]:
-    """Grad-CAM overlays of the predicted (wrong) class per mistake, or a note why there are none."""
-    from transferlab.evaluation.gradcam import gradcam, overlay
-    from transferlab.inference import load
+def mistakes_to_show(predictions: list[dict], max_gallery: int) -> tuple[list[dict], int]:
+    """The misclassified rows of ``predictions.csv`` the gallery shows, most confident first, and how many
+    are wrong in all."""
+    wrong = [r for r in predictions if r.get("label") != r.get("predicted")]
+    wrong.sort(key=_confidence, reverse=True)
+    return wrong[:max(0, max_gallery)], len(wrong)
 
+
+def _confidence(row: dict) -> float:
     try:
-        clf = model if hasattr(model, "class_names") else load(model or run)
-        images, keep = [], []
-        for i, row in enumerate(mistakes):
-            try:
-                images.append(clf.resize.load(row["path"]))
-                keep.append(i)
-            except Exception:
-                continue
-        if not keep:
-            return {}, ""
-        targets = [clf.class_names.index(mistakes[i]["predicted"]) for i in keep]
-        maps = None
-        if getattr(clf, "feature_map_cache", None) is not None:  # frozen backbone: maps of earlier runs
-            keys = [hashlib.sha256(Path(mistakes[i]["path"]).read_bytes()).hexdigest() for i in keep]
-            maps = clf.feature_map_cache.maps(clf, np.stack(images), keys)
-        cams = gradcam(clf, np.stack(images), class_index=targets, maps=maps)
-    except Exception as exc:  # the report must not fail because of Grad-CAM
-        logger.warning("no Grad-CAM in the report: %s", exc)
-        return {}, f"No Grad-CAM overlays: {exc}"
-    from PIL import Image
-
-    out = {}
-    for i, image, cam in zip(keep, images, cams):
-        big = np.asarray(Image.fromarray(image).resize((_THUMB, _THUMB), Image.BICUBIC))
-        out[i] = overlay(big, cam)
-    return out, ""
+        return float(row.get("confidence") or 0)
+    except ValueError:
+        return 0.0
 
 
-def _mistakes(run: Path, predictions: list[dict], names: list[str], metrics: dict | None,
-              max_gallery: int, gradcam: bool, model) -> str:
+def _mistakes(predictions: list[dict], metrics: dict | None, max_gallery: int,
+              overlays: dict[str, np.ndarray], note: str) -> str:
     title = "Misclassified images"
     if not predictions:
         return _section("mistakes", title, _muted("No predictions.csv in this run: nothing to show."))
-    wrong = [r for r in predictions if r.get("label") != r.get("predicted")]
+    shown, wrong = mistakes_to_show(predictions, max_gallery)
     split = (metrics or {}).get("split", "evaluated")
     if not wrong:
         return _section("mistakes", title, f'<p class="note">No mistakes: all {len(predictions)} images of the '
                                            f'{_e(split)} split were classified correctly.</p>')
-
-    def confidence(row):
-        try:
-            return float(row.get("confidence") or 0)
-        except ValueError:
-            return 0.0
-
-    wrong.sort(key=confidence, reverse=True)
-    shown = wrong[:max(0, max_gallery)]
-    overlays, note = _gradcam_overlays(run, model, shown, names) if gradcam and shown else ({}, "")
+    overlays = {i: overlays[row["path"]] for i, row in enumerate(shown) if row["path"] in overlays}
     cards = []
     for i, row in enumerate(shown):
         thumb = _thumbnail(row["path"])
@@ -414,9 +388,9 @@ def _mistakes(run: Path, predictions: list[dict], names: list[str], metrics: dic
         cards.append(
             f'<div class="mistake"><div class="pics">{pics}</div>'
             f'<div>true <span class="true">{_e(row["label"])}</span> &rarr; predicted '
-            f'<span class="pred">{_e(row["predicted"])}</span> ({confidence(row):.1%})</div>'
+            f'<span class="pred">{_e(row["predicted"])}</span> ({_confidence(row):.1%})</div>'
             f'<div class="path" title="{_e(row["path"])}">{_e(Path(row["path"]).name)}</div></div>')
-    head = (f"<p>{len(wrong)} of {len(predictions)} images of the {_e(split)} split are misclassified; "
+    head = (f"<p>{wrong} of {len(predictions)} images of the {_e(split)} split are misclassified; "
             f"showing {len(shown)}, most confident mistakes first."
             + (" Right of each image: Grad-CAM for the predicted class on the image as the model sees it "
                "(after resize/crop); red marks what drove the prediction."
@@ -473,35 +447,37 @@ def _selection(run: Path) -> str:
 
 
 # ------------------------------------------------------------------ entry point
-def write_report(run_dir: str | os.PathLike, *, max_gallery: int = 48, gradcam: bool = True,
-                 model=None, out: str | os.PathLike | None = None, figures: PendingFigures | None = None) -> Path:
-    """Write ``RUN/report.html`` (one self-contained file) and return its path.
+def write_report(run_dir: str | os.PathLike, *, max_gallery: int = 48,
+                 overlays: dict[str, np.ndarray] | None = None, overlay_note: str = "",
+                 out: str | os.PathLike | None = None, figures: PendingFigures | None = None) -> Path:
+    """Write ``RUN/report.html`` (one self-contained file) from the run's files and return its path.
+
+    This only writes HTML: it loads no model. Grad-CAM overlays are computed by the caller
+    (:func:`transferlab.evaluation.reporting.write_run_report` does both).
 
     Args:
         run_dir: a run directory (any of config.json, metrics.json, predictions.csv, history.csv,
             bad_files.txt, splits.csv may be missing).
-        max_gallery: at most this many misclassified images, most confident first.
-        gradcam: add Grad-CAM overlays to the gallery (needs the model and a 4-D feature map;
-            otherwise the gallery says why there are none).
-        model: Classifier or model path for Grad-CAM; default ``RUN/model.keras``.
+        max_gallery: at most this many misclassified images, most confident first
+            (:func:`mistakes_to_show`).
+        overlays: Grad-CAM overlays (uint8 (160, 160, 3)) by image path, shown beside the images.
+        overlay_note: why there are no overlays, when there is a reason worth saying.
         out: output file; default ``RUN/report.html``.
         figures: the run's pictures, still being drawn (see
-            :func:`~transferlab.evaluation.figures.draw_figures`): Grad-CAM is computed first, then
-            they are waited for.
+            :func:`~transferlab.evaluation.figures.draw_figures`): they are waited for before reading.
     """
     run = Path(run_dir)
     if not run.is_dir():
-        raise FileNotFoundError(f"No run directory {run}.")
-    config = _read_json(run / "config.json")
-    metrics = _read_json(run / "metrics.json")
-    predictions = _read_csv(run / "predictions.csv")
+        raise MissingFileError(f"No run directory {run}.")
+    config = _read_json(run / rundir.CONFIG_FILE)
+    metrics = _read_json(run / rundir.METRICS_FILE)
+    predictions = _read_csv(run / rundir.PREDICTIONS_FILE)
     names = _class_names(run, config, metrics, predictions)
     if metrics is None and predictions and len(names) >= 2:
         metrics = _metrics_from_predictions(predictions, names)
     if metrics:
         names = list(metrics.get("class_names") or metrics["per_class"])
-    # The gallery (Grad-CAM: TensorFlow work) first, while the figures may still be drawn elsewhere.
-    mistakes = _mistakes(run, predictions, names, metrics, max_gallery, gradcam, model)
+    mistakes = _mistakes(predictions, metrics, max_gallery, overlays or {}, overlay_note)
     if figures is not None:
         figures.wait()
     with tempfile.TemporaryDirectory(prefix="transferlab-report-") as tmp:

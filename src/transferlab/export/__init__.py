@@ -1,4 +1,4 @@
-"""Export stage: deployable copies of a trained classifier and the runtimes that run them.
+"""Export stage: deployable copies of a trained classifier (the runtimes that run them: transferlab.runtimes).
 
     from transferlab.export import export_run
     summary = export_run("runs/NAME")                  # -> runs/NAME/export/, parity.json
@@ -16,10 +16,6 @@ _LAZY = {
     "export_run": "transferlab.export.exporter",
     "parse_formats": "transferlab.export.exporter",
     "FORMATS": "transferlab.export.exporter",
-    "OnnxRuntime": "transferlab.export.runtimes",
-    "TFLiteRuntime": "transferlab.export.runtimes",
-    "SavedModelRuntime": "transferlab.export.runtimes",
-    "keras_to_onnx": "transferlab.export.onnx_convert",
 }
 
 __all__ = sorted(_LAZY)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 
 from transferlab import __version__
-from transferlab.data.pipeline import ResizeConfig
+from transferlab.data.decode import ResizeConfig
+from transferlab.rundir import METRICS_FILE, read_json
 
 CARD_VERSION = 1
 # tflite-support (the TFLite metadata writer) pins protobuf < 4, which TensorFlow 2.21 cannot
@@ -51,8 +51,7 @@ def package_versions() -> dict[str, str]:
 def build_model_card(run_dir: Path, config: dict, class_names: list[str], resize: ResizeConfig,
                      summary: dict) -> dict:
     """The card: classes, input contract, resize, backbone, data, test metrics, files, versions."""
-    metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
+    metrics = read_json(run_dir / METRICS_FILE) or None
     s = resize.size
     formats = summary.get("formats", {})
     return {

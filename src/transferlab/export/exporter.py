@@ -31,19 +31,31 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from transferlab.data.pipeline import ResizeConfig
-from transferlab.export.card import build_model_card
+from transferlab.data.decode import ResizeConfig
 from transferlab.data.loader import iter_file_batches
-from transferlab.inference import LABELS_FILE, MODEL_CARD, MODEL_FILE, RUN_CONFIG, KerasRuntime, load
+from transferlab.errors import ConfigError, MissingDependencyError, MissingFileError
+from transferlab.export.card import build_model_card
+from transferlab.inference import load
 from transferlab.progress import progress_bar
+from transferlab.rundir import (
+    CONFIG_FILE,
+    EXPORT_DIR,
+    LABELS_FILE,
+    MODEL_CARD_FILE,
+    MODEL_FILE,
+    PARITY_FILE,
+    SPLITS_FILE,
+    RunDir,
+    write_json,
+    write_labels,
+)
+from transferlab.runtimes.keras import KerasRuntime
 
 logger = logging.getLogger("transferlab")
 
 FORMATS = ("keras", "savedmodel", "onnx", "tflite", "tflite-int8")
 FILES = {"keras": "model.keras", "savedmodel": "saved_model", "onnx": "model.onnx", "tflite": "model.tflite",
          "tflite-int8": "model_int8.tflite"}
-EXPORT_DIR = "export"
-PARITY_FILE = "parity.json"
 FLOAT_TOLERANCE = 1e-4  # max |probability difference| of a float format vs Keras
 INT8_MIN_AGREEMENT = 0.98  # top-1 agreement of the int8 model with Keras
 _BATCH = 32
@@ -56,7 +68,7 @@ def parse_formats(formats: str | Sequence[str] | None) -> list[str]:
     names = [f.strip().lower() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()]
     unknown = [f for f in names if f not in FORMATS]
     if unknown or not names:
-        raise ValueError(f"Unknown export format {', '.join(unknown) or '(none)'}; "
+        raise ConfigError(f"Unknown export format {', '.join(unknown) or '(none)'}; "
                          f"choose from {', '.join(FORMATS)} or all.")
     return [f for f in FORMATS if f in names]
 
@@ -75,19 +87,20 @@ class _Run:
 
 
 def _read_run(run_dir: Path, data_root: str | os.PathLike | None) -> _Run:
-    for name in (MODEL_FILE, RUN_CONFIG, LABELS_FILE, "splits.csv"):
+    for name in (MODEL_FILE, CONFIG_FILE, LABELS_FILE, SPLITS_FILE):
         if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir} is not a complete run directory (no {name}). "
+            raise MissingFileError(f"{run_dir} is not a complete run directory (no {name}). "
                                     "Pass a folder written by `transferlab train` (runs/NAME).")
-    config = json.loads((run_dir / RUN_CONFIG).read_text(encoding="utf-8"))
-    class_names = [c.strip() for c in (run_dir / LABELS_FILE).read_text(encoding="utf-8").splitlines() if c.strip()]
+    run = RunDir(run_dir)
+    config = run.read_metadata().to_dict()
+    class_names = run.read_labels()
     # splits.csv paths are relative to the dataset folder (the CSV's folder for a CSV dataset).
     source = Path(data_root or config.get("data", {}).get("source", "."))
     base = source if source.is_dir() else source.parent
-    with open(run_dir / "splits.csv", newline="", encoding="utf-8") as fh:
+    with open(run.splits, newline="", encoding="utf-8") as fh:
         rows = [(str(base / r["path"]), r["label"], r["split"]) for r in csv.DictReader(fh)]
     if rows and not any(os.path.exists(p) for p, _, _ in rows[:50]):
-        raise FileNotFoundError(f"The images of {run_dir / 'splits.csv'} are not under {base} any more. "
+        raise MissingFileError(f"The images of {run.splits} are not under {base} any more. "
                                 "Pass the dataset's current folder: --data FOLDER (data_root=...).")
     return _Run(run_dir, config, class_names, ResizeConfig(**config["resize"]), rows)
 
@@ -139,12 +152,12 @@ def _save_saved_model(model, path: Path, dtype: str = "uint8") -> None:
 
 
 def _save_onnx(model, path: Path) -> None:
-    from transferlab.export.onnx_convert import keras_to_onnx
+    from transferlab.runtimes.onnx_convert import keras_to_onnx
 
     try:
         import tf2onnx  # noqa: F401
     except ImportError as exc:
-        raise ImportError("ONNX export needs tf2onnx and onnx: `pip install 'transferlab[cpu]'` "
+        raise MissingDependencyError("ONNX export needs tf2onnx and onnx: `pip install 'transferlab[cpu]'` "
                           "(or `pip install tf2onnx onnx`), or leave onnx out of --format.") from exc
     keras_to_onnx(model, path, input_size=model.input_shape[1], input_dtype="uint8", output_name="probabilities")
 
@@ -256,9 +269,9 @@ def export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None =
                    "keras_accuracy": float(np.mean(reference.argmax(1) == labels)) if len(images) else None,
                    "thresholds": {"float_max_abs_diff": FLOAT_TOLERANCE, "int8_top1_agreement": INT8_MIN_AGREEMENT},
                    "formats": {}}
-        (out / LABELS_FILE).write_text("\n".join(run.class_names) + "\n", encoding="utf-8")
+        write_labels(out / LABELS_FILE, run.class_names)
         card = build_model_card(run.dir, run.config, run.class_names, run.resize, {})
-        (out / MODEL_CARD).write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")
+        write_json(out / MODEL_CARD_FILE, card)
 
         saved: dict[str, Path] = {}
 
@@ -305,9 +318,9 @@ def export_run(run_dir: str | os.PathLike, formats: str | Sequence[str] | None =
     _merge_previous(out, summary)
     checked = [e["passed"] for e in summary["formats"].values() if e.get("passed") is not None]
     summary["passed"] = all(checked) if checked else None
-    (out / PARITY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_json(out / PARITY_FILE, summary)
     card = build_model_card(run.dir, run.config, run.class_names, run.resize, summary)
-    (out / MODEL_CARD).write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")
+    write_json(out / MODEL_CARD_FILE, card)
     return summary
 
 
@@ -317,7 +330,7 @@ def _calibration(run: _Run, count: int) -> np.ndarray:
     images, _ = _decode([rows[i] for i in sorted(order)], run,
                         np.zeros((len(order), run.resize.size, run.resize.size, 3), np.uint8))
     if not len(images):
-        raise ValueError("No readable training image to calibrate the int8 model: check the dataset "
+        raise ConfigError("No readable training image to calibrate the int8 model: check the dataset "
                          "(or pass --data FOLDER if it moved).")
     return images
 

@@ -22,10 +22,13 @@ from typing import Sequence
 import numpy as np
 
 from transferlab._atomic import atomic_write_bytes
+from transferlab.data.decode import ResizeConfig
 from transferlab.data.loader import background_pool, iter_file_batches
-from transferlab.data.pipeline import ResizeConfig
+from transferlab.errors import ConfigError
 from transferlab.features.cache import FeatureCache
 from transferlab.progress import progress_bar
+from transferlab.runtimes.exported import OnnxRuntime
+from transferlab.runtimes.keras import KerasRuntime
 
 logger = logging.getLogger("transferlab")
 
@@ -55,37 +58,19 @@ class ExtractionResult:
         return self.misses / self.seconds if self.seconds > 0 else float("nan")
 
 
-class KerasEngine:
-    """The backbone under a traced ``tf.function`` (no per-call ``predict`` overhead)."""
-
-    name = "keras"
-
-    def __init__(self, model):
-        from transferlab._tf import import_tf
-
-        tf = import_tf()
-        self._fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(self._fn(images), dtype=np.float32)
-
-
-class OnnxEngine:
-    """The backbone converted to ONNX (converted once per fingerprint, kept in the cache)."""
-
-    name = "onnx"
+class OnnxEngine(OnnxRuntime):
+    """The backbone converted to ONNX (converted once per fingerprint, kept in the cache folder)."""
 
     def __init__(self, model, cache: FeatureCache, input_size: int):
-        from transferlab.export.onnx_convert import keras_to_onnx, onnx_session
+        from transferlab.runtimes.onnx_convert import keras_to_onnx
 
-        self.path = cache.directory / "backbone.onnx"
+        path = cache.directory / "backbone.onnx"
         self.parity_path = cache.directory / "backbone.onnx.parity.json"
-        if not self.path.exists():
+        if not path.exists():
             logger.info("Converting the backbone to ONNX (once per backbone setting) ...")
-            keras_to_onnx(model, self.path, input_size=input_size)
+            keras_to_onnx(model, path, input_size=input_size)
             self.parity_path.unlink(missing_ok=True)
-        self._session = onnx_session(self.path)
-        self._input = self._session.get_inputs()[0].name
+        super().__init__(path)
 
     def recorded_parity(self) -> float | None:
         """Max abs difference to Keras measured when this ONNX file was first used, if any."""
@@ -98,20 +83,17 @@ class OnnxEngine:
         atomic_write_bytes(self.parity_path,
                            json.dumps({"max_abs_diff": diff, "tolerance": PARITY_TOLERANCE}).encode())
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {self._input: images.astype(np.float32, copy=False)})[0]
-
 
 def _make_engine(kind: str, model, cache: FeatureCache, input_size: int):
     if kind == "keras":
-        return KerasEngine(model)
+        return KerasRuntime(model)
     try:
         return OnnxEngine(model, cache, input_size)
     except Exception as exc:  # noqa: BLE001 - any conversion failure falls back to Keras
         if kind == "onnx":
             raise
         logger.info("ONNX Runtime not used for extraction (%s: %s); using Keras.", type(exc).__name__, exc)
-        return KerasEngine(model)
+        return KerasRuntime(model)
 
 
 def extract_features(
@@ -139,7 +121,7 @@ def extract_features(
         out: optional preallocated (N, D) float32 array, e.g. a ``numpy.memmap``.
     """
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}.")
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}.")
     if len(paths) != len(keys):
         raise ValueError("paths and keys must have the same length.")
     dim = int(model.output_shape[-1])
@@ -166,7 +148,7 @@ def extract_features(
     if runner.name == "onnx":
         result.parity_max_abs_diff = runner.recorded_parity()
         if result.parity_max_abs_diff is not None and result.parity_max_abs_diff > PARITY_TOLERANCE:
-            runner = KerasEngine(model)  # this backbone's ONNX was found inexact before
+            runner = KerasRuntime(model)  # this backbone's ONNX was found inexact before
     batch_size = batch_size or (_ONNX_BATCH if runner.name == "onnx" else _KERAS_BATCH)
     todo_paths = [paths[rows_by_key[key][0]] for key in todo]
     done: set[int] = set()
@@ -185,14 +167,14 @@ def extract_features(
             if index:
                 batch_features = runner(images.astype(np.float32))
                 if runner.name == "onnx" and result.parity_max_abs_diff is None:
-                    reference = KerasEngine(model)(images.astype(np.float32))
+                    reference = KerasRuntime(model)(images.astype(np.float32))
                     diff = float(np.max(np.abs(reference - batch_features)))
                     result.parity_max_abs_diff = diff
                     runner.record_parity(diff)
                     if diff > PARITY_TOLERANCE:
                         logger.info("ONNX features differ from Keras by %.2e (> %.0e); using Keras.", diff,
                                     PARITY_TOLERANCE)
-                        runner, batch_features = KerasEngine(model), reference
+                        runner, batch_features = KerasRuntime(model), reference
                 writes.append(writer.submit(store, [todo[i] for i in index], batch_features))
                 while len(writes) > _WRITES_AHEAD:  # bounded: a memory-mapped `out` stays the only copy
                     writes.popleft().result()

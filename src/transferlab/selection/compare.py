@@ -192,21 +192,21 @@ def _skip_reason(name: str) -> str | None:
 
 def backbone_latency_ms(model, size: int, repeats: int = 5) -> float:
     """Median per-image time of the backbone on a batch of one (after a warm-up call), in ms."""
-    from transferlab.features.extract import KerasEngine
+    from transferlab.runtimes.keras import KerasRuntime
 
-    engine = KerasEngine(model)
-    image = np.full((1, size, size, 3), 127.0, np.float32)
-    engine(image)
+    runtime = KerasRuntime(model)
+    image = np.full((1, size, size, 3), 127, np.uint8)
+    runtime(image)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        engine(image)
+        runtime(image)
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000.0)
 
 
 def selection_features(dataset, name: str, config, *, show_progress: bool = True) -> BackboneFeatures:
-    """Features of the train and validation images for one backbone (cached; test images untouched).
+    """Features of the train and validation images for one backbone (cached; test images not read).
 
     Args:
         dataset: a loaded :class:`~transferlab.data.dataset.ImageDataset`.
@@ -216,52 +216,40 @@ def selection_features(dataset, name: str, config, *, show_progress: bool = True
     Raises:
         WeightsUnavailableError: the backbone's weights cannot be loaded.
     """
-    from transferlab._paths import default_cache_dir
     from transferlab.backbones import resolve_backbone
-    from transferlab.features.cache import FeatureCache
-    from transferlab.features.extract import extract_features
-    from transferlab.training.trainer import feature_fingerprint, resize_for
+    from transferlab.features import extract_splits, resize_for
 
     model, info = resolve_backbone(name, weights=config.weights, input_size=config.image_size,
                                    feature_layer=config.feature_layer, preprocess=config.preprocess,
                                    unsafe=config.unsafe)
-    resize = resize_for(config, info)
-    cache = FeatureCache(config.cache_dir or default_cache_dir(), feature_fingerprint(info, resize))
-    records = list(dataset.split("train")) + list(dataset.split("val"))
-    result = extract_features([r.path for r in records], [r.sha256 for r in records], model, resize, cache,
-                              engine=config.engine, show_progress=show_progress,
-                              desc=f"Extracting features ({info.name})")
-    failed = set(result.failed)
-    keep = [i for i in range(len(records)) if i not in failed]
-    n_train = len(dataset.split("train"))
-    index = dataset.class_to_index
+    resize = resize_for(info, mode=config.resize_mode, interpolation=config.interpolation,
+                        crop_fraction=config.crop_fraction)
+    splits, result, cache = extract_splits(dataset, model, info, resize, cache_dir=config.cache_dir,
+                                           engine=config.engine, show_progress=show_progress, splits=("train", "val"),
+                                           desc=f"Extracting features ({info.name})")
+    train, val = splits["train"], splits["val"]
     return BackboneFeatures(
-        name=name, info=info, resize=resize, model=model, cache=cache, features=result.features[keep],
-        labels=np.array([index[records[i].label] for i in keep], np.int64), records=[records[i] for i in keep],
-        is_train=np.array([i < n_train for i in keep], bool), extract_seconds=result.seconds,
+        name=name, info=info, resize=resize, model=model, cache=cache, features=np.concatenate([train.x, val.x]),
+        labels=np.concatenate([train.y, val.y]), records=train.records + val.records,
+        is_train=np.arange(len(train) + len(val)) < len(train), extract_seconds=result.seconds,
         hits=result.hits, misses=result.misses, latency_ms=backbone_latency_ms(model, resize.size),
         size_mb=float(model.count_params()) * 4 / 1e6)
 
 
-def test_features(dataset, bf: BackboneFeatures, config, *, show_progress: bool = True) -> tuple[np.ndarray, np.ndarray, list]:
-    """Features (n, D), labels (n,) and records of the test split, for scoring the chosen model once."""
-    from transferlab.features.extract import extract_features
+def test_features(dataset, bf: BackboneFeatures, config, *, show_progress: bool = True):
+    """The test split's :class:`~transferlab.features.SplitFeatures`, for scoring the chosen model once."""
+    from transferlab.features import extract_splits
 
-    records = list(dataset.split("test"))
-    result = extract_features([r.path for r in records], [r.sha256 for r in records], bf.model, bf.resize, bf.cache,
-                              engine=config.engine, show_progress=show_progress,
-                              desc=f"Extracting test features ({bf.info.name})")
-    keep = [i for i in range(len(records)) if i not in set(result.failed)]
-    index = dataset.class_to_index
-    return (result.features[keep], np.array([index[records[i].label] for i in keep], np.int64),
-            [records[i] for i in keep])
+    splits, _, _ = extract_splits(dataset, bf.model, bf.info, bf.resize, cache_dir=config.cache_dir,
+                                  engine=config.engine, show_progress=show_progress, splits=("test",),
+                                  desc=f"Extracting test features ({bf.info.name})")
+    return splits["test"]
 
 
 # ------------------------------------------------------------------------ the final head, as train fits it
 def fit_like_train(bf: BackboneFeatures, settings: HeadSettings, num_classes: int, seed: int):
     """The head ``train`` would fit with these settings: on the training rows, early stopping on validation rows."""
-    import keras
-
+    from transferlab._keras import keras
     from transferlab.training.head import build_head, fit_head
     from transferlab.training.probe import fit_logistic_head
 
@@ -281,7 +269,7 @@ def fit_like_train(bf: BackboneFeatures, settings: HeadSettings, num_classes: in
 
 def _row(bf: BackboneFeatures, result: CVResult) -> dict:
     summary = result.summary()
-    return {"backbone": bf.info.name if bf.name == bf.info.name else bf.name, **summary,
+    return {"backbone": Path(bf.name).name if bf.name != bf.info.name or os.sep in bf.name else bf.name, **summary,
             "extract_img_per_s": bf.images_per_second, "latency_ms": bf.latency_ms, "size_mb": bf.size_mb,
             "feature_dim": int(bf.features.shape[1])}
 
@@ -300,7 +288,6 @@ def compare(
     config=None,
     heads: Sequence[HeadSettings] | None = None,
     score_test: bool = True,
-    save_best: bool = False,
     out_dir: str | os.PathLike | None = None,
     show_progress: bool = True,
     **settings,
@@ -317,14 +304,13 @@ def compare(
             defaults; keyword ``settings`` override its fields.
         heads: the candidates per backbone (default: :func:`~transferlab.selection.heads.default_candidates`).
         score_test: fit the winner as ``train`` does and score it on the test split once.
-        save_best: also train the winner with ``transferlab.train`` into a run directory whose
-            report shows this leaderboard (its test score is then the run's).
-        out_dir: where leaderboard.csv/json, accuracy_cost.png and compare.html go (default:
-            ``<runs_dir>/compare-<data>-<time>``; the files are not written when ``out_dir`` is False).
+        out_dir: where to write leaderboard.csv/json, accuracy_cost.png and compare.html (default:
+            nowhere; :func:`transferlab.compare` writes them and can train the winner).
 
     Returns:
         The :class:`Leaderboard`.
     """
+    from transferlab.backbones import WeightsUnavailableError
     from transferlab.data.dataset import load_dataset
     from transferlab.evaluation.metrics import classification_report
     from transferlab.progress import progress_bar
@@ -347,9 +333,7 @@ def compare(
             try:
                 start = time.perf_counter()
                 bf = selection_features(dataset, name, config, show_progress=show_progress)
-            except RuntimeError as exc:  # WeightsUnavailableError and kin: a listed skip, not a failure
-                if type(exc).__name__ != "WeightsUnavailableError":
-                    raise
+            except WeightsUnavailableError as exc:  # e.g. not cached and offline: a listed skip, not a failure
                 reason = str(exc)
         if reason is not None:
             logger.info("Skipping backbone %s: %s", name, reason)
@@ -388,21 +372,13 @@ def compare(
                         folds=fold_split.k if fold_split else folds, seed=config.seed, data=str(Path(data).resolve()),
                         class_names=list(dataset.class_names), results=results)
     # ---- only now is the test split read: the winner, scored once
-    if save_best:
-        board.run_dir = _save_best(data, board, show_progress)
-        board.test = json.loads((board.run_dir / "metrics.json").read_text()) \
-            if (board.run_dir / "metrics.json").exists() else None
-    elif score_test and dataset.split("test"):
+    if score_test and dataset.split("test"):
         bf = features[winner["backbone"]]
-        x_test, y_test, _ = test_features(dataset, bf, config, show_progress=show_progress)
+        test = test_features(dataset, bf, config, show_progress=show_progress)
         head = fit_like_train(bf, winner_settings, num_classes, config.seed)
-        board.test = classification_report(y_test, predict_head(head, x_test), dataset.class_names)
+        board.test = classification_report(test.y, predict_head(head, test.x), dataset.class_names)
         board.test["split"] = "test"
-    if out_dir is not False:
-        if out_dir is None:
-            from transferlab.training.trainer import new_run_dir
-
-            out_dir = new_run_dir(config.runs_dir, None, f"compare-{Path(data).stem}")
+    if out_dir is not None:
         board.write(out_dir)
     return board
 
@@ -414,10 +390,3 @@ def selection_files(board: Leaderboard) -> dict[str, bytes]:
     return {LEADERBOARD_CSV: board.to_csv().encode("utf-8"),
             LEADERBOARD_JSON: json.dumps(board.to_dict(), indent=2, default=str).encode("utf-8"),
             "accuracy_cost.png": accuracy_cost_png(board)}
-
-
-def _save_best(data, board: Leaderboard, show_progress: bool) -> Path:
-    from transferlab.training.trainer import train
-
-    clf = train(data, board.winner_config, show_progress=show_progress, extra_files=selection_files(board))
-    return clf.run_dir

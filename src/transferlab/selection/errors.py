@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from transferlab.errors import ConfigError, MissingDependencyError
 
-class SelectionError(ValueError):
+
+class SelectionError(ConfigError):
     """A selection setting or input the user can fix; the message quotes it and says the fix."""
 
 
-class MissingExtraError(SelectionError):
-    """An optional dependency (e.g. Optuna for ``--tune``) is not installed; the message says what to install."""
+class MissingExtraError(MissingDependencyError):
+    """An optional dependency (Optuna for ``--tune``) is not installed; the message says what to install."""

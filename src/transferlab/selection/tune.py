@@ -148,7 +148,7 @@ class TuneResult:
                 "sampler": "optuna TPE (seeded)", "pruner": f"median, every {PRUNE_EVERY} epochs"}
 
     def trials_csv(self) -> str:
-        keys = ["number", "state", "cv_accuracy", "cv_accuracy_std", "cv_log_loss", "epochs", "seconds", "head"]
+        keys = ["number", "state", "cv_accuracy", "cv_accuracy_std", "cv_log_loss", "best_epoch", "seconds", "head"]
         params = sorted({k for t in self.trials for k in t["params"]})
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -217,12 +217,12 @@ def search(features: np.ndarray, labels: np.ndarray, num_classes: int, *, trials
                 record["cv_accuracy"] = trainer.score
                 trial.report(trainer.score, trainer.epochs_done)
                 if trial.should_prune():
-                    record.update(state="pruned", epochs=trainer.epochs_done, seconds=time.perf_counter() - start)
+                    record.update(state="pruned", best_epoch=trainer.epochs_done, seconds=time.perf_counter() - start)
                     raise optuna.TrialPruned()
             result = trainer.result()
         results[trial.number] = result
         record.update(state="complete", cv_accuracy=result.mean_accuracy, cv_accuracy_std=result.std_accuracy,
-                      cv_log_loss=float(np.mean(result.log_loss)), epochs=result.epochs,
+                      cv_log_loss=float(np.mean(result.log_loss)), best_epoch=result.epochs,
                       seconds=time.perf_counter() - start)
         return result.mean_accuracy
 

@@ -1,5 +1,6 @@
-"""Training: the head on cached features, fine-tuning, checkpoints, the run directory."""
+"""Training stages: the head on cached features, fine-tuning, checkpoints, the run's settings.
 
-from transferlab._tf import import_tf
-
-import_tf()  # before any module here imports Keras: TensorFlow's start-up chatter is filtered once
+The whole run (data -> features -> head -> fine-tune -> evaluation -> run directory) is
+orchestrated by :func:`transferlab.api.train`; each stage here is callable alone.
+Importing this package does not import TensorFlow; its Keras modules do.
+"""

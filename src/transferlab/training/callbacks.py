@@ -6,8 +6,8 @@ import os
 import time
 from pathlib import Path
 
-import keras
-
+from transferlab._keras import keras
+from transferlab.errors import MissingDependencyError
 from transferlab.progress import progress_bar
 
 __all__ = ["EpochProgress", "tensorboard_callback", "TENSORBOARD_DIR"]
@@ -83,7 +83,7 @@ def tensorboard_callback(run_dir: str | os.PathLike, **kwargs) -> keras.callback
     import importlib.util
 
     if importlib.util.find_spec("tensorboard") is None:
-        raise ImportError("--tensorboard needs the tensorboard package (TensorFlow's summary writer "
+        raise MissingDependencyError("--tensorboard needs the tensorboard package (TensorFlow's summary writer "
                           "uses it): pip install tensorboard")
     log_dir = Path(run_dir) / TENSORBOARD_DIR
     log_dir.mkdir(parents=True, exist_ok=True)

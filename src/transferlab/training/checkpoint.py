@@ -30,23 +30,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import keras
 import numpy as np
 
 from transferlab._atomic import atomic_write, atomic_write_bytes
+from transferlab._keras import keras
+from transferlab.errors import ConfigError, TrainingInterrupted  # noqa: F401 (re-exported)
+from transferlab.rundir import CHECKPOINT_DIR
 
 logger = logging.getLogger("transferlab")
-
-CHECKPOINT_DIR = "checkpoint"
-
-
-class TrainingInterrupted(RuntimeError):
-    """Training stopped on request; the run can be resumed from its last checkpoint."""
-
-    def __init__(self, run_dir: Path, phase: str, epochs_done: int):
-        self.run_dir, self.phase, self.epochs_done = run_dir, phase, epochs_done
-        super().__init__(f"Interrupted during {phase} after {epochs_done} completed epoch(s); checkpoint kept in "
-                         f"{run_dir / CHECKPOINT_DIR}. Resume with: transferlab train --resume {run_dir}")
 
 
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -86,7 +77,7 @@ def load_training_state(model: keras.Model, path: Path) -> None:
             model.optimizer.build(model.trainable_variables)
             variables = model.optimizer.variables
             if len(variables) != count:
-                raise ValueError(f"Checkpoint {path} does not match this model's optimizer "
+                raise ConfigError(f"Checkpoint {path} does not match this model's optimizer "
                                  f"({count} saved variables, {len(variables)} now): was the config changed?")
             for i, variable in enumerate(variables):
                 variable.assign(data[f"o{i}"])
@@ -236,4 +227,5 @@ def stop_on_sigint(checkpoint: EpochCheckpoint) -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, previous)
     if checkpoint.stop_requested.is_set():
-        raise TrainingInterrupted(checkpoint.run_dir, checkpoint.phase, checkpoint.epochs_done)
+        raise TrainingInterrupted(checkpoint.run_dir, checkpoint.phase, checkpoint.epochs_done,
+                                  Path(checkpoint.run_dir) / CHECKPOINT_DIR)

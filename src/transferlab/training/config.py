@@ -1,149 +1,154 @@
-"""Every setting of a training run, validated, serialisable to ``config.json`` and back.
+"""Every setting of a training run: declared once, validated, serialisable to ``config.json``.
 
-A run directory's ``config.json`` holds a :class:`TrainConfig`; ``TrainConfig.from_dict`` of it
-plus the same data reproduces the run.
+Each field of :class:`TrainConfig` carries its constraint (type, choices, range) and its help
+text as field metadata (:func:`setting`). Validation, the ``transferlab train`` options and
+their ``--help`` are all derived from those declarations, so a default or a valid range is
+written in one place only. A config is frozen once validated: change it with
+:meth:`TrainConfig.replace`, which validates again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from transferlab.data.decode import INTERPOLATIONS, RESIZE_MODES
 from transferlab.data.pipeline import AugmentConfig
 from transferlab.data.split import check_fractions
+from transferlab.errors import ConfigError
+from transferlab.features.extract import ENGINES
 
-STRATEGIES = ("feature-extraction", "fine-tune")
-HEADS = ("keras", "logistic")
-SCHEDULES = ("constant", "cosine", "plateau")
+Strategy = Literal["feature-extraction", "fine-tune"]
+Head = Literal["keras", "logistic"]
+HEADS: tuple[str, ...] = get_args(Head)
+Schedule = Literal["constant", "cosine", "plateau"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+
+# Settings that only take effect with strategy "fine-tune".
+FINE_TUNE_SETTINGS = ("unfreeze", "unfreeze_from", "fine_tune_epochs", "fine_tune_lr", "fine_tune_batch_size",
+                      "schedule", "warmup_epochs", "augment")
 
 
-@dataclass
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
+            minimum: float | None = None, maximum: float | None = None, exclusive_max: bool = False,
+            flag: str | None = None, cli: bool = True, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A :class:`TrainConfig` field with its constraint and help, declared once.
+
+    Args:
+        default: the default value (or ``default_factory``).
+        help: one line for ``--help`` and the docs.
+        choices: the allowed values (None is always allowed when the field's type admits it).
+        minimum, maximum: inclusive numeric bounds (``exclusive_max`` makes the upper one strict).
+        flag: the CLI option (default: ``--`` + the field name with dashes).
+        cli: False for settings that have no plain option (e.g. ``augment``).
+    """
+    metadata = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum,
+                "exclusive_max": exclusive_max, "flag": flag, "cli": cli}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Settings of ``transferlab.train``; defaults give a good model on most image folders.
 
-    Backbone:
-        backbone: registry name (``transferlab backbones``) or path to a saved model / SavedModel.
-        weights: "imagenet", a local weights file, or None for random initialisation.
-        feature_layer: layer to take features from (personal models); default: automatic.
-        preprocess: declare a personal model's preprocessing (none, 0-1, -1-1, caffe, torch, lite).
-        unsafe: allow loading Lambda layers from a personal model (runs code from the file).
-    Input:
-        image_size: the backbone's native size unless given.
-        resize_mode, interpolation, crop_fraction: default (None) to the backbone's own
-            evaluation resize, e.g. centre crop 0.875, bicubic for EfficientNet-Lite: measured
-            on hymenoptera it ties with "squash", on masonry_cracks it beats it by 3-5 points.
-            Use "squash" or "pad" when objects of interest touch the image border.
-    Data:
-        val_fraction, test_fraction, seed: the stable hash split (ignored for pre-split folders).
-    Head (phase 2, on cached features):
-        epochs, batch_size, learning_rate, hidden_units (0: linear head), dropout (0.5) and
-        label_smoothing (0.1): the best of a small grid on hymenoptera and masonry_cracks,
-        class_weight (None or "balanced"), patience (early stopping on val loss,
-        best weights restored), weight_decay (decoupled, AdamW; default 0).
-        head: "keras" (the above) or "logistic": a linear probe (standardised features,
-        L2 logistic regression with inverse strength logistic_c, L-BFGS) fitted on the
-        training split, saved as the same Dense softmax layer. ``transferlab compare`` and
-        ``--tune`` choose these; ``--backbone auto`` picks the backbone too.
-    Fine-tuning (strategy "fine-tune"):
-        unfreeze ("all" or a number of weighted layers from the top), unfreeze_from (layer name),
-        fine_tune_epochs, fine_tune_lr, schedule, warmup_epochs, augment.
-    Run:
-        engine: feature extraction engine ("auto", "onnx", "keras"); tensorboard: write logs to
-        RUN/tensorboard; max_gallery: mistakes shown in report.html; cache_dir; runs_dir; name.
+    Resize defaults (None) follow the backbone's own evaluation resize, e.g. centre crop 0.875,
+    bicubic for EfficientNet-Lite: measured on hymenoptera it ties with "squash", on
+    masonry_cracks it beats it by 3-5 points. Use "squash" or "pad" when objects of interest
+    touch the image border. The head's dropout (0.5) and label smoothing (0.1) are the best of a
+    small grid on hymenoptera and masonry_cracks. Every field's constraint and help is listed by
+    ``transferlab train --help``.
     """
 
-    backbone: str = "efficientnet_lite0"
-    weights: str | None = "imagenet"
-    feature_layer: str | None = None
-    preprocess: str | None = None
-    unsafe: bool = False
-    image_size: int | None = None
-    resize_mode: str | None = None
-    interpolation: str | None = None
-    crop_fraction: float | None = None
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    seed: int = 42
-    epochs: int = 100
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    hidden_units: int = 0
-    dropout: float = 0.5
-    label_smoothing: float = 0.1
-    class_weight: str | None = None
-    patience: int = 10
-    weight_decay: float = 0.0
-    head: str = "keras"
-    logistic_c: float = 0.01
-    strategy: str = "feature-extraction"
-    unfreeze: str = "20"
-    unfreeze_from: str | None = None
-    fine_tune_epochs: int = 5
-    fine_tune_lr: float | None = None
-    fine_tune_batch_size: int = 16
-    schedule: str = "cosine"
-    warmup_epochs: int = 1
-    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
-    engine: str = "auto"
-    tensorboard: bool = False
-    max_gallery: int = 48
-    cache_dir: str | None = None
-    runs_dir: str = "runs"
-    name: str | None = None
+    # ---- backbone
+    backbone: str = setting("efficientnet_lite0",
+                            "registry name (see `transferlab backbones`) or path to your own saved model")
+    weights: str | None = setting("imagenet", "'imagenet' (default), a local weights file, or 'none' for random init")
+    feature_layer: str | None = setting(None, "layer to take features from (personal models; default: automatic)")
+    preprocess: str | None = setting(None, "declare a personal model's preprocessing: none, 0-1, -1-1, caffe, "
+                                           "torch, lite")
+    unsafe: bool = setting(False, "allow Lambda layers in a personal model (runs code from the file)", cli=False)
+    # ---- input
+    image_size: int | None = setting(None, "input size in pixels (default: the backbone's)", minimum=16)
+    resize_mode: str | None = setting(None, "how images become squares (default: the backbone's own, e.g. "
+                                            "center-crop 0.875)", choices=RESIZE_MODES)
+    interpolation: str | None = setting(None, "resampling filter (default: the backbone's)",
+                                        choices=tuple(INTERPOLATIONS))
+    crop_fraction: float | None = setting(None, "centre-crop fraction for --resize-mode center-crop",
+                                          minimum=0.0, maximum=1.0)
+    # ---- data
+    val_fraction: float = setting(0.1, "validation fraction of the hash split", minimum=0.0, maximum=1.0,
+                                  exclusive_max=True)
+    test_fraction: float = setting(0.1, "test fraction of the hash split", minimum=0.0, maximum=1.0,
+                                   exclusive_max=True)
+    seed: int = setting(42, "seed of the split, initialisation and shuffling", minimum=0)
+    # ---- head, on cached features
+    epochs: int = setting(100, "maximum head epochs; early stopping usually ends sooner", minimum=1)
+    batch_size: int = setting(32, "head batch size", minimum=1)
+    learning_rate: float = setting(1e-3, "head learning rate, Adam", minimum=0.0)
+    hidden_units: int = setting(0, "size of a hidden dense layer in the head (0: none)", minimum=0)
+    dropout: float = setting(0.5, "dropout in the head", minimum=0.0, maximum=1.0, exclusive_max=True)
+    label_smoothing: float = setting(0.1, "label smoothing", minimum=0.0, maximum=1.0, exclusive_max=True)
+    class_weight: str | None = setting(None, "'balanced' to weight classes by inverse frequency",
+                                       choices=("balanced",))
+    patience: int = setting(10, "early stopping patience in epochs on validation loss", minimum=0)
+    weight_decay: float = setting(0.0, "decoupled weight decay of the head's Adam (AdamW)", minimum=0.0)
+    head: str = setting("keras", "the head: 'keras' (dropout, optional hidden layer, softmax; Adam) or 'logistic' "
+                                 "(a linear probe: standardised features, L2 logistic regression, L-BFGS)",
+                        choices=HEADS)
+    logistic_c: float = setting(0.01, "logistic head: inverse L2 strength C (compare and --tune choose it)",
+                                minimum=0.0)
+    # ---- fine-tuning (strategy "fine-tune")
+    strategy: str = setting("feature-extraction", "train the head on frozen features, or fine-tune the backbone's "
+                                                  "top after it", choices=STRATEGIES)
+    unfreeze: str = setting("20", "fine-tune: 'all' or the number of top backbone layers with weights")
+    unfreeze_from: str | None = setting(None, "fine-tune: unfreeze this layer and all above it")
+    fine_tune_epochs: int = setting(5, "fine-tune epochs", minimum=0)
+    fine_tune_lr: float | None = setting(None, "fine-tune learning rate (default: head rate / 10)", minimum=0.0)
+    fine_tune_batch_size: int = setting(16, "fine-tune batch size", minimum=1)
+    schedule: str = setting("cosine", "fine-tune learning-rate schedule (cosine has a warm-up)", choices=SCHEDULES)
+    warmup_epochs: int = setting(1, "fine-tune warm-up epochs of the cosine schedule", minimum=0)
+    augment: AugmentConfig | None = setting(help="fine-tune augmentation (None: off)", cli=False,
+                                            default_factory=AugmentConfig)
+    # ---- run
+    engine: str = setting("auto", "feature extraction engine", choices=ENGINES)
+    tensorboard: bool = setting(False, "write TensorBoard logs to RUN/tensorboard", cli=False)
+    max_gallery: int = setting(48, "misclassified images shown in report.html", minimum=0)
+    cache_dir: str | None = setting(None, "feature cache folder (default: user cache dir or $TRANSFERLAB_CACHE_DIR)")
+    runs_dir: str = setting("runs", "where run directories go")
+    name: str | None = setting(None, "run name (default: <data folder>-<timestamp>)")
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
-            self.augment = AugmentConfig(**self.augment)
+            object.__setattr__(self, "augment", AugmentConfig(**self.augment))
+        for f in dataclasses.fields(self):  # JSON has no int/float distinction: 1 means 1.0
+            if field_type(f) is float and isinstance(getattr(self, f.name), int) \
+                    and not isinstance(getattr(self, f.name), bool):
+                object.__setattr__(self, f.name, float(getattr(self, f.name)))
+        if isinstance(self.unfreeze, int) and not isinstance(self.unfreeze, bool):
+            object.__setattr__(self, "unfreeze", str(self.unfreeze))
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the bad setting and its valid values."""
-        def positive_int(name: str, minimum: int = 1) -> None:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-
-        for name in ("epochs", "batch_size", "fine_tune_batch_size"):
-            positive_int(name)
-        for name in ("hidden_units", "patience", "fine_tune_epochs", "warmup_epochs", "max_gallery"):
-            positive_int(name, 0)
-        if self.image_size is not None:
-            positive_int("image_size", 16)
-        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}.")
-        if self.fine_tune_lr is not None and not self.fine_tune_lr > 0:
-            raise ValueError(f"fine_tune_lr must be > 0, got {self.fine_tune_lr!r}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}.")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}.")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}.")
-        if self.head not in HEADS:
-            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}.")
-        if not (isinstance(self.logistic_c, (int, float)) and self.logistic_c > 0):
-            raise ValueError(f"logistic_c must be > 0, got {self.logistic_c!r}.")
+        """Raise :class:`~transferlab.errors.ConfigError` naming the bad setting and its valid values."""
+        for f in dataclasses.fields(self):
+            check_setting(f, getattr(self, f.name))
+        if not (self.unfreeze == "all" or self.unfreeze.isdigit()):
+            raise ConfigError(f"unfreeze must be 'all' or a number of layers, got {self.unfreeze!r}.")
+        if self.learning_rate <= 0 or (self.fine_tune_lr is not None and self.fine_tune_lr <= 0):
+            raise ConfigError(f"learning rates must be > 0, got learning_rate={self.learning_rate!r}, "
+                              f"fine_tune_lr={self.fine_tune_lr!r}.")
+        if self.crop_fraction is not None and self.crop_fraction <= 0:
+            raise ConfigError(f"crop_fraction must be in (0, 1], got {self.crop_fraction!r}.")
+        if self.logistic_c <= 0:
+            raise ConfigError(f"logistic_c must be > 0, got {self.logistic_c!r}.")
         if self.head == "logistic" and self.strategy == "fine-tune":
-            raise ValueError("head 'logistic' trains on cached features only; use strategy 'feature-extraction' "
-                             "(or the Keras head to fine-tune).")
-        if self.class_weight not in (None, "balanced"):
-            raise ValueError(f"class_weight must be None or 'balanced', got {self.class_weight!r}.")
-        if self.resize_mode is not None and self.resize_mode not in RESIZE_MODES:
-            raise ValueError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got {self.resize_mode!r}.")
-        if self.interpolation is not None and self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}.")
-        if self.crop_fraction is not None and not 0.0 < self.crop_fraction <= 1.0:
-            raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction!r}.")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}.")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}.")
-        if self.engine not in ("auto", "onnx", "keras"):
-            raise ValueError(f"engine must be 'auto', 'onnx' or 'keras', got {self.engine!r}.")
-        if not (str(self.unfreeze) == "all" or str(self.unfreeze).isdigit()):
-            raise ValueError(f"unfreeze must be 'all' or a number of layers, got {self.unfreeze!r}.")
+            raise ConfigError("--head logistic is fitted on cached features only: use --strategy feature-extraction, "
+                              "or --head keras to fine-tune.")
         check_fractions(self.val_fraction, self.test_fraction)
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,8 +160,54 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"Unknown training setting(s): {', '.join(unknown)}. Valid: {', '.join(sorted(known))}.")
+            raise ConfigError(f"Unknown training setting(s): {', '.join(unknown)}. "
+                              f"Valid: {', '.join(sorted(known))}.")
         return cls(**data)
 
     def replace(self, **changes: Any) -> "TrainConfig":
+        """A validated copy with ``changes`` applied."""
         return self.from_dict({**self.to_dict(), **changes})
+
+    def ignored_settings(self) -> list[str]:
+        """Settings that differ from their defaults but have no effect with this strategy."""
+        if self.strategy == "fine-tune":
+            return []
+        defaults = TrainConfig()
+        return [name for name in FINE_TUNE_SETTINGS if getattr(self, name) != getattr(defaults, name)]
+
+
+def field_type(f: dataclasses.Field) -> type:
+    """The non-None type of a field (``int | None`` -> int)."""
+    hints = typing.get_type_hints(TrainConfig)
+    args = [a for a in get_args(hints[f.name]) if a is not type(None)] or [hints[f.name]]
+    return args[0]
+
+
+def check_setting(f: dataclasses.Field, value: Any) -> None:
+    """Check one value against its field's declared type, choices and range."""
+    meta, kind = f.metadata, field_type(f)
+    if value is None:
+        if f.default is None or f.default_factory is not dataclasses.MISSING:
+            return
+        raise ConfigError(f"{f.name} must not be None.")
+    if kind in (int, float):
+        numeric = (int,) if kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, numeric):
+            raise ConfigError(f"{f.name} must be {'an integer' if kind is int else 'a number'}, got {value!r}.")
+        low, high = meta.get("minimum"), meta.get("maximum")
+        if low is not None and value < low:
+            raise ConfigError(f"{f.name} must be >= {low}, got {value!r}.")
+        if high is not None and (value >= high if meta.get("exclusive_max") else value > high):
+            raise ConfigError(f"{f.name} must be {'<' if meta.get('exclusive_max') else '<='} {high}, got {value!r}.")
+    elif kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{f.name} must be True or False, got {value!r}.")
+    elif kind is str and not isinstance(value, str):
+        raise ConfigError(f"{f.name} must be a string, got {value!r}.")
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{f.name} must be one of {', '.join(map(str, choices))}, got {value!r}.")
+
+
+def cli_settings() -> list[dataclasses.Field]:
+    """The fields that ``transferlab train`` offers as ``--options``, in declaration order."""
+    return [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("cli", True)]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import math
 
-import keras
+from transferlab._keras import keras
+from transferlab.errors import ConfigError
 
 logger = logging.getLogger("transferlab")
 
@@ -26,7 +27,7 @@ def find_base(model: keras.Model) -> keras.Model:
                 return find_base(layer)
             except ValueError:
                 continue
-    raise ValueError(f"Model {model.name!r} has no nested 'base' network to fine-tune.")
+    raise ConfigError(f"Model {model.name!r} has no nested 'base' network to fine-tune.")
 
 
 def _weighted_layers(base: keras.Model) -> list[keras.layers.Layer]:
@@ -49,7 +50,7 @@ def set_trainable_top(base: keras.Model, unfreeze: str | int = "20", unfreeze_fr
     if unfreeze_from is not None:
         if unfreeze_from not in names:
             close = ", ".join(n for n in names if unfreeze_from.split("_")[0] in n)[:300]
-            raise ValueError(f"No layer named {unfreeze_from!r} in the backbone. "
+            raise ConfigError(f"No layer named {unfreeze_from!r} in the backbone. "
                              f"{'Similar: ' + close if close else 'List them with model.summary()'}.")
         start = names.index(unfreeze_from)
         chosen = {layer.name for layer in base.layers[start:] if layer.weights}

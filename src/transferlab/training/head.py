@@ -12,12 +12,17 @@ from typing import Sequence
 
 import numpy as np
 
-import keras
+from transferlab._keras import keras
+from transferlab.training.config import TrainConfig
 
 logger = logging.getLogger("transferlab")
 
+# One set of defaults: the functions' keyword defaults are TrainConfig's.
+_DEFAULTS = TrainConfig()
 
-def build_head(input_dim: int, num_classes: int, *, hidden_units: int = 0, dropout: float = 0.2,
+
+def build_head(input_dim: int, num_classes: int, *, hidden_units: int = _DEFAULTS.hidden_units,
+               dropout: float = _DEFAULTS.dropout,
                name: str = "head") -> keras.Model:
     """Features (N, input_dim) -> class probabilities (N, num_classes).
 
@@ -176,11 +181,11 @@ def fit_head(
     epochs: int,
     batch_size: int,
     learning_rate: float,
-    label_smoothing: float = 0.0,
-    weight_decay: float = 0.0,
-    class_weight: str | None = None,
-    patience: int = 10,
-    seed: int = 0,
+    label_smoothing: float = _DEFAULTS.label_smoothing,
+    weight_decay: float = _DEFAULTS.weight_decay,
+    class_weight: str | None = _DEFAULTS.class_weight,
+    patience: int = _DEFAULTS.patience,
+    seed: int = _DEFAULTS.seed,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     early_stopping: keras.callbacks.EarlyStopping | None = None,
     initial_epoch: int = 0,
@@ -219,3 +224,11 @@ def fit_head(
     val = (np.asarray(x_val, np.float32), one_hot(y_val, num_classes)) if has_val else None
     return fit_epochs(head, train, val, epochs=epochs, batch_size=batch_size, seed=seed, initial_epoch=initial_epoch,
                       callbacks=all_callbacks)
+
+
+def assemble_classifier(backbone: keras.Model, head: keras.Model) -> keras.Model:
+    """One Keras model: raw pixels (N, S, S, 3) -> backbone (preprocessing inside) -> head -> probabilities."""
+    size = backbone.input_shape[1]
+    image = keras.Input((size, size, 3), name="image")
+    probs = head(backbone(image))
+    return keras.Model(image, probs, name="transferlab_classifier")

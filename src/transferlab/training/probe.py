@@ -12,8 +12,7 @@ import warnings
 
 import numpy as np
 
-import keras
-
+from transferlab._keras import keras
 from transferlab.training.head import build_head
 
 # A class missing from the training rows gets this logit bias: probability ~0, never predicted.

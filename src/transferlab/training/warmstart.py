@@ -10,15 +10,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
-
+from transferlab._keras import keras
 from transferlab.backbones import BackboneInfo, resolve_backbone
 from transferlab.backbones.personal import load_keras_model
+from transferlab.errors import MissingFileError
+from transferlab.rundir import RunDir, read_json
 
 logger = logging.getLogger("transferlab")
 
@@ -38,24 +38,19 @@ def _submodel(model: keras.Model, predicate) -> keras.Model | None:
 
 
 def _old_run_metadata(path: Path) -> tuple[list[str] | None, dict | None]:
-    folder = path.parent
-    labels = folder / "labels.txt"
-    config = folder / "config.json"
-    names = [l.strip() for l in labels.read_text(encoding="utf-8").splitlines() if l.strip()] if labels.exists() else None
-    resize = None
-    if config.exists():
-        resize = json.loads(config.read_text(encoding="utf-8")).get("resize")
-    return names, resize
+    run = RunDir(path.parent)
+    names = run.read_labels() if run.labels.exists() else None
+    return names, read_json(run.config).get("resize")
 
 
 def warm_start(path: str | Path, class_names: list[str], *, hidden_units: int = 0,
                unsafe: bool = False) -> WarmStart:
     """Prepare backbone and (maybe) head from a saved model for training on ``class_names``."""
     path = Path(path).expanduser().resolve()
-    if path.is_dir() and (path / "model.keras").exists():
-        path = path / "model.keras"
+    if path.is_dir() and RunDir(path).model.exists():
+        path = RunDir(path).model
     if not path.exists():
-        raise FileNotFoundError(f"--from {path}: no such model. Pass a run directory or a .keras/.h5 file.")
+        raise MissingFileError(f"--from {path}: no such model. Pass a run directory or a .keras/.h5 file.")
     model = load_keras_model(path, unsafe=unsafe)
     backbone = _submodel(model, lambda n: n.startswith("backbone"))
     old_head = _submodel(model, lambda n: n == "head")

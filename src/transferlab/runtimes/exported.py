@@ -1,4 +1,4 @@
-"""Runtimes for exported classifiers: ONNX Runtime, the TFLite interpreter, a TF SavedModel.
+"""Runtimes for exported models: ONNX Runtime, the TFLite interpreter, a TF SavedModel.
 
 Every runtime has ``name``, ``input_size``, ``num_classes`` and ``__call__(images)`` mapping
 uint8 (or 0..255 float) RGB images (N, S, S, 3) to float32 probabilities (N, C), so a
@@ -16,25 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from transferlab.errors import MissingDependencyError, ModelFormatError
+from transferlab.runtimes.base import as_dtype, static_dim
+
 SERVING_SIGNATURE = "serving_default"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
-
-
-def _as_dtype(images: np.ndarray, dtype) -> np.ndarray:
-    """``images`` in ``dtype``; floats going to an integer input are rounded and clipped."""
-    images = np.asarray(images)
-    dtype = np.dtype(dtype)
-    if images.dtype == dtype:
-        return images
-    if dtype.kind in "iu" and images.dtype.kind == "f":
-        info = np.iinfo(dtype)
-        images = np.clip(np.round(images), info.min, info.max)
-    return images.astype(dtype)
-
-
-def _static(dim) -> int | None:
-    return int(dim) if isinstance(dim, (int, np.integer)) and dim > 0 else None
 
 
 class OnnxRuntime:
@@ -43,25 +30,25 @@ class OnnxRuntime:
     name = "onnx"
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
-        from transferlab.export.onnx_convert import onnx_session
+        from transferlab.runtimes.onnx_convert import onnx_session
 
         self.path = Path(path)
         self._session = onnx_session(self.path, threads)
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1:
-            raise ValueError(f"{self.path} has {len(inputs)} inputs; a classifier takes one image batch. "
+            raise ModelFormatError(f"{self.path} has {len(inputs)} inputs; a classifier takes one image batch. "
                              "Export it with `transferlab export RUN`.")
         self._input = inputs[0].name
         self._output = OUTPUT_NAME if OUTPUT_NAME in [o.name for o in outputs] else outputs[0].name
         self._dtype = np.uint8 if inputs[0].type == "tensor(uint8)" else np.float32
         shape = inputs[0].shape
-        self.input_size = _static(shape[1]) if len(shape) == 4 else None
+        self.input_size = static_dim(shape[1]) if len(shape) == 4 else None
         out_shape = next(o.shape for o in outputs if o.name == self._output)
-        self.num_classes = _static(out_shape[-1]) if out_shape else None
+        self.num_classes = static_dim(out_shape[-1]) if out_shape else None
         self.input_dtype = np.dtype(self._dtype).name
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        feed = {self._input: _as_dtype(images, self._dtype)}
+        feed = {self._input: as_dtype(images, self._dtype)}
         return np.asarray(self._session.run([self._output], feed)[0], dtype=np.float32)
 
 
@@ -76,7 +63,7 @@ def tflite_interpreter(path: str | os.PathLike, threads: int | None = None):
 
             tf = import_tf()
         except ImportError as exc:
-            raise ImportError("Running a .tflite model needs the LiteRT interpreter: "
+            raise MissingDependencyError("Running a .tflite model needs the LiteRT interpreter: "
                               "`pip install ai-edge-litert` (or TensorFlow).") from exc
         with warnings.catch_warnings():  # tf.lite.Interpreter warns that it is deprecated in favour of LiteRT
             warnings.simplefilter("ignore")
@@ -99,15 +86,15 @@ class TFLiteRuntime:
         self.interpreter = type(self._interpreter).__module__.split(".")[0]
         inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
         if len(inputs) != 1:
-            raise ValueError(f"{self.path} has {len(inputs)} inputs; a classifier takes one image batch. "
+            raise ModelFormatError(f"{self.path} has {len(inputs)} inputs; a classifier takes one image batch. "
                              "Export it with `transferlab export RUN`.")
         self._in = inputs[0]
         self._out = next((o for o in outputs if OUTPUT_NAME in o["name"]), outputs[0])
         signature = self._in.get("shape_signature", self._in["shape"])
         self._dynamic_batch = int(signature[0]) < 1
         self._batch = int(self._in["shape"][0])
-        self.input_size = _static(int(self._in["shape"][1]))
-        self.num_classes = _static(int(self._out["shape"][-1]))
+        self.input_size = static_dim(int(self._in["shape"][1]))
+        self.num_classes = static_dim(int(self._out["shape"][-1]))
         self.input_dtype = np.dtype(self._in["dtype"]).name
         self.output_dtype = np.dtype(self._out["dtype"]).name
         self.input_quantization = tuple(self._in["quantization"])
@@ -119,7 +106,7 @@ class TFLiteRuntime:
         scale, zero = self._in["quantization"]
         if dtype.kind in "iu" and scale and (scale, zero) != (1.0, 0):
             images = np.asarray(images, np.float32) / scale + zero
-        return _as_dtype(images, dtype)
+        return as_dtype(images, dtype)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         index = self._in["index"]
@@ -161,22 +148,22 @@ class SavedModelRuntime:
         self._loaded = tf.saved_model.load(str(self.path))
         signatures = dict(self._loaded.signatures)
         if signature not in signatures:
-            raise ValueError(f"{self.path} has no {signature!r} signature (it has: {', '.join(signatures) or 'none'}). "
+            raise ModelFormatError(f"{self.path} has no {signature!r} signature (it has: {', '.join(signatures) or 'none'}). "
                              "Export it with `transferlab export RUN`.")
         self._fn = signatures[signature]
         _, inputs = self._fn.structured_input_signature
         if len(inputs) != 1:
-            raise ValueError(f"The {signature!r} signature of {self.path} takes {len(inputs)} inputs; "
+            raise ModelFormatError(f"The {signature!r} signature of {self.path} takes {len(inputs)} inputs; "
                              "a classifier takes one image batch.")
         (self._input, spec), = inputs.items()
         outputs = self._fn.structured_outputs
         self._output = OUTPUT_NAME if OUTPUT_NAME in outputs else next(iter(outputs))
         self._dtype = spec.dtype.as_numpy_dtype
         self._tf = tf
-        self.input_size = _static(spec.shape[1]) if spec.shape.rank == 4 else None
-        self.num_classes = _static(outputs[self._output].shape[-1])
+        self.input_size = static_dim(spec.shape[1]) if spec.shape.rank == 4 else None
+        self.num_classes = static_dim(outputs[self._output].shape[-1])
         self.input_dtype = np.dtype(self._dtype).name
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        batch = self._tf.constant(_as_dtype(images, self._dtype))
+        batch = self._tf.constant(as_dtype(images, self._dtype))
         return np.asarray(self._fn(**{self._input: batch})[self._output], dtype=np.float32)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+from transferlab.cli._common import ExitCode, add_command, add_unsafe, print_json
 
 
 def format_table(summary: dict) -> str:
@@ -29,24 +27,19 @@ def format_table(summary: dict) -> str:
 def _cmd_export(args: argparse.Namespace) -> int:
     from transferlab.export.exporter import export_run
 
-    try:
-        summary = export_run(args.run, args.formats, calibration_images=args.calibration_images, data_root=args.data,
-                             safe_mode=not args.unsafe, show_progress=not (getattr(args, "quiet", False) or args.json))
-    except ImportError as exc:  # a converter is missing: the message says what to install
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    summary = export_run(args.run, args.formats, calibration_images=args.calibration_images, data_root=args.data,
+                         safe_mode=not args.unsafe, show_progress=not (getattr(args, "quiet", False) or args.json))
     if args.json:
-        json.dump(summary, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(summary)
     else:
         print(format_table(summary))
-    return EXIT_PROBLEMS if summary.get("passed") is False else EXIT_OK
+    return ExitCode.PROBLEMS if summary.get("passed") is False else ExitCode.OK
 
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``export`` sub-command to the ``transferlab`` parser's sub-parsers."""
-    p = subparsers.add_parser(
-        "export", help="export a run to Keras, SavedModel, ONNX and TFLite (float, int8) with labels and a model card")
+    p = add_command(
+        subparsers, "export", help="export a run to Keras, SavedModel, ONNX and TFLite (float, int8) with labels and a model card")
     p.add_argument("run", help="run directory (runs/NAME); files go to RUN/export/")
     p.add_argument("--format", dest="formats", default="all",
                    help="comma-separated subset of keras,savedmodel,onnx,tflite,tflite-int8 (default: all)")
@@ -54,6 +47,6 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="training images calibrating the int8 model (default 300)")
     p.add_argument("--data", help="the dataset's folder if it moved since training")
     p.add_argument("--json", action="store_true", help="print the parity summary as JSON")
-    p.add_argument("--unsafe", action="store_true", help="load the run's model with safe_mode off (trusted files only)")
+    add_unsafe(p)
     p.set_defaults(func=_cmd_export)
     return p
