@@ -38,12 +38,15 @@ def fit_logistic_head(features: np.ndarray, labels: np.ndarray, num_classes: int
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     features = np.asarray(features, np.float64)
     labels = np.asarray(labels, np.int64)
     scaler = StandardScaler().fit(features)
     model = LogisticRegression(C=c, max_iter=max_iter, class_weight=class_weight)
-    with warnings.catch_warnings():
+    # One BLAS thread: for a matrix this small, more threads cost more than they give (a lot more
+    # on a busy CPU; see transferlab.selection.heads).
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(scaler.transform(features), labels)
     coef, intercept = model.coef_, model.intercept_
