@@ -292,8 +292,9 @@ def test_compare_command_prints_json_and_errors_as_one_line(tiny, tmp_path):
     board = json.loads(out.stdout)
     assert board["skipped"][0]["backbone"] == "resnet50" and board["winner"]["rank"] == 1
     assert board["cv_estimate"] == board["winner"]["cv_accuracy"] and board["test"]["split"] == "test"
-    out = subprocess.run(base + ["--backbones", "resnet50"], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 2 and out.stderr.strip().startswith("error: No backbone could be compared")
+    out = subprocess.run(base + ["--backbones", "resnet50", "-q"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith("error: No backbone could be compared")
+    assert "Traceback" not in out.stderr
 
 
 # ---------------------------------------------------------------- real photos
