@@ -11,12 +11,12 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from transferlab.selection.compare import Leaderboard
+# ``board`` below is a transferlab.selection.compare.Leaderboard (not imported: compare imports this module).
+Leaderboard = Any
 
 COMPARE_PAGE = "compare.html"
 ACCURACY_COST_PNG = "accuracy_cost.png"
@@ -30,7 +30,7 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def accuracy_cost_png(board: "Leaderboard") -> bytes:
+def accuracy_cost_png(board: Leaderboard) -> bytes:
     """Cross-validated accuracy (mean +- std over folds) against per-image latency, one colour per backbone.
 
     Returns:
@@ -90,7 +90,7 @@ def search_png(scores: Sequence[float | None], states: Sequence[str], title: str
     return _png(fig)
 
 
-def write_compare_page(board: "Leaderboard", out_dir: str | os.PathLike) -> Path:
+def write_compare_page(board: Leaderboard, out_dir: str | os.PathLike) -> Path:
     """Write ``accuracy_cost.png`` and the self-contained ``compare.html`` into ``out_dir``."""
     from transferlab.evaluation.report import _CSS, _e, _img, _kv_grid, _muted, _section, _table, leaderboard_table
 
