@@ -11,8 +11,8 @@ from transferlab import cli
 from transferlab.cli import COMMANDS, ExitCode, build_parser
 from transferlab.errors import ConfigError, TransferlabError
 
-COMMAND_NAMES = ("inspect", "sample", "backbones", "train", "evaluate", "predict", "export", "report", "explain",
-                 "serve")
+COMMAND_NAMES = ("inspect", "sample", "backbones", "train", "compare", "evaluate", "predict", "export", "report",
+                 "explain", "serve", "audit", "extract")
 
 
 def test_every_command_is_registered_once_and_helps():

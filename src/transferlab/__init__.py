@@ -42,6 +42,7 @@ _LAZY = {
     "get_backbone_info": "transferlab.backbones:get_backbone_info",
     "train": "transferlab.api:train",
     "extract": "transferlab.api:extract",
+    "compare": "transferlab.api:compare",
     "load": "transferlab.api:load",
     "resume": "transferlab.api:resume",
     "TrainingInterrupted": "transferlab.errors:TrainingInterrupted",

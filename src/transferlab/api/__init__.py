@@ -18,7 +18,7 @@ from typing import Iterable
 from transferlab.api.classifier import Classifier, load
 from transferlab.inference import Prediction
 
-__all__ = ["Classifier", "evaluate", "extract", "load", "predict", "resume", "train"]
+__all__ = ["Classifier", "compare", "evaluate", "extract", "load", "predict", "resume", "train"]
 
 
 def extract(data: str | os.PathLike, config=None, **kwargs):
@@ -29,10 +29,27 @@ def extract(data: str | os.PathLike, config=None, **kwargs):
 
 
 def train(data: str | os.PathLike, config=None, **kwargs) -> Classifier:
-    """Train a classifier; see :func:`transferlab.api.training.train`."""
+    """Train a classifier; see :func:`transferlab.api.training.train`.
+
+    ``backbone="auto"`` compares the available backbones and head families first, and
+    ``tune=TRIALS`` / ``tune_time="2m"`` searches the head's settings first: see
+    :func:`transferlab.api.selection.train_selected`.
+    """
+    backbone = kwargs.get("backbone", getattr(config, "backbone", None))
+    if backbone == "auto" or kwargs.get("tune") or kwargs.get("tune_time"):
+        from transferlab.api.selection import train_selected
+
+        return train_selected(data, config, **kwargs)
     from transferlab.api.training import train as _train
 
     return _train(data, config, **kwargs)
+
+
+def compare(data: str | os.PathLike, backbones="available", **kwargs):
+    """Cross-validated leaderboard of backbones x heads; see :func:`transferlab.api.selection.compare`."""
+    from transferlab.api.selection import compare as _compare
+
+    return _compare(data, backbones, **kwargs)
 
 
 def resume(run_dir: str | os.PathLike, **kwargs) -> Classifier:

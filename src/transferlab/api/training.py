@@ -181,7 +181,7 @@ def _train_head(head, features: dict[str, SplitFeatures], config: TrainConfig, r
     with stop_on_sigint(checkpoint):
         fit_head(head, train.x, train.y, val.x, val.y, epochs=config.epochs, batch_size=config.batch_size,
                  learning_rate=config.learning_rate, label_smoothing=config.label_smoothing,
-                 class_weight=config.class_weight, patience=config.patience, seed=config.seed,
+                 weight_decay=config.head_weight_decay, class_weight=config.class_weight, patience=config.patience, seed=config.seed,
                  callbacks=[checkpoint, EpochProgress("Training head", enabled=show_progress),
                             *extra_callbacks(run_dir, config)], early_stopping=early,
                  initial_epoch=(state or {}).get("epochs_done", 0),
@@ -306,7 +306,8 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
     if warm is not None and warm.head is not None:
         head = warm.head
     else:
-        head = build_head(prep.info.feature_dim, len(prep.dataset.class_names), hidden_units=config.hidden_units,
+        hidden = 0 if config.head == "logistic" else config.hidden_units  # the probe is one Dense layer
+        head = build_head(prep.info.feature_dim, len(prep.dataset.class_names), hidden_units=hidden,
                           dropout=config.dropout)
         if warm is not None and warm.hidden_weights is not None:
             head.get_layer("hidden").set_weights(warm.hidden_weights)
@@ -315,6 +316,15 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
     if head_done:
         head_history = state["head_history"]
         load_weights(head, checkpoint_file(run.path, "head", state))
+    elif config.head == "logistic":  # the linear probe: one L-BFGS fit on the training split, no epochs
+        from transferlab.training.probe import fit_logistic_head
+
+        head = fit_logistic_head(features["train"].x, features["train"].y, len(prep.dataset.class_names),
+                                 c=config.logistic_c, class_weight=config.class_weight)
+        head_history = {}
+        state = commit_checkpoint(run.path, {"phase": "head", "complete": True, "epochs_done": 0, "seed": config.seed,
+                                             "history": head_history, "head_history": head_history},
+                                  {"head": weight_arrays(head)})
     else:
         head_history = _train_head(head, features, config, run.path, state, show_progress)
         # Mark the head complete (with the restored best head) so a resume never refits it: one commit.
@@ -396,8 +406,8 @@ def finish_run(prep: PreparedRun, fit: FittedRun) -> Classifier:
     y_eval, eval_records = evaluated.y, evaluated.records
     write_history(run.history, fit.history, fit.boundaries)
     # The pictures are drawn by a helper process while this one saves the model and computes Grad-CAM.
-    curves = FigureJob("plot_training_curves", str(run / TRAINING_CURVES_FILE),
-                       {"history": fit.history, "phase_boundaries": fit.boundaries})
+    curves = [FigureJob("plot_training_curves", str(run / TRAINING_CURVES_FILE),
+                        {"history": fit.history, "phase_boundaries": fit.boundaries})] if fit.history else []
     metrics = None
     if len(eval_records):
         if fit.backbone_changed:  # cached features no longer apply
@@ -448,8 +458,11 @@ def finish_run(prep: PreparedRun, fit: FittedRun) -> Classifier:
 
 
 def _run(data, dataset: ImageDataset, config: TrainConfig, run: RunDir, state: dict | None, show_progress: bool,
-         from_model, started: float | None = None) -> Classifier:
+         from_model, started: float | None = None, extras: dict | None = None) -> Classifier:
     prep = prepare_run(data, dataset, config, run, state, from_model, started)
+    if extras:
+        prep.metadata.extras.update(extras)
+        run.write_metadata(prep.metadata)
     try:
         fit = fit_run(prep, show_progress)
     except (TrainingInterrupted, KeyboardInterrupt):
@@ -485,7 +498,8 @@ def _log_audit_hint(prep: PreparedRun, fit: FittedRun) -> None:
 
 
 def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_progress: bool = True,
-          from_model: str | os.PathLike | None = None, **settings) -> Classifier:
+          from_model: str | os.PathLike | None = None, extra_files: dict[str, bytes] | None = None,
+          extras: dict | None = None, **settings) -> Classifier:
     """Train a classifier on a labeled image folder (or CSV) and write a run directory.
 
     Args:
@@ -494,6 +508,9 @@ def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_pr
             (``train("photos/", backbone="mobilenet_v2", epochs=30)``).
         from_model: start from a saved model (``runs/old`` or a ``.keras`` file): same classes
             continue its head, other classes get a new classifier on its backbone.
+        extra_files: file name -> bytes written into the run directory first (e.g. the
+            leaderboard or trials of the search that chose these settings; report.html shows them).
+        extras: results of the stage that chose the settings, kept under ``extras`` in config.json.
 
     Returns:
         The trained :class:`~transferlab.Classifier`; ``clf.run_dir`` is the run directory
@@ -510,9 +527,11 @@ def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_pr
         raise ConfigError("The training split is empty: add images or lower --val-fraction/--test-fraction.")
     run = RunDir(new_run_dir(config.runs_dir, config.name, Path(data).stem))
     logger.info("Run directory: %s", run.path)
+    for file_name, content in (extra_files or {}).items():
+        (run.path / Path(file_name).name).write_bytes(content)
     try:
         with run_lock(run.path), disk_full_guard(run.path):
-            return _run(data, dataset, config, run, None, show_progress, from_model, started)
+            return _run(data, dataset, config, run, None, show_progress, from_model, started, extras)
     except Exception as exc:
         # Failed before anything resumable existed (e.g. backbone weights unavailable): leave no
         # half-made run directory behind. A run with config.json is kept for --resume.

@@ -5,6 +5,7 @@
     transferlab backbones              list pretrained networks -> transferlab.list_backbones()
     transferlab extract DIR [--ray]    fill the feature cache   -> transferlab.extract()
     transferlab train DIR              train a classifier       -> transferlab.train()
+    transferlab compare DIR            rank backbones x heads   -> transferlab.compare()
     transferlab evaluate MODEL DIR     report on labeled data   -> transferlab.evaluate()
     transferlab predict MODEL PATHS    classify images          -> transferlab.predict()
     transferlab export RUN             SavedModel/ONNX/TFLite   -> transferlab.export.export_run()
@@ -26,15 +27,15 @@ import sys
 from typing import Sequence
 
 from transferlab import __version__
-from transferlab.cli import audit, data, evaluate, export, extract, predict, serve, train
+from transferlab.cli import audit, compare, data, evaluate, export, extract, predict, serve, train
 from transferlab.cli._common import ExitCode, global_options
 from transferlab.errors import TransferlabError
 from transferlab.progress import set_quiet
 
 __all__ = ["COMMANDS", "ExitCode", "build_parser", "entry_point", "main"]
 
-COMMANDS = (data.register, extract.register, train.register, evaluate.register, predict.register,
-            export.register, audit.register, serve.register)
+COMMANDS = (data.register, extract.register, train.register, compare.register, evaluate.register,
+            predict.register, export.register, audit.register, serve.register)
 
 
 def build_parser() -> argparse.ArgumentParser:

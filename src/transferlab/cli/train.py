@@ -20,12 +20,13 @@ def _parse_value(kind: type, text: str):
     return kind(text)
 
 
-def add_train_options(parser: argparse.ArgumentParser, only: Collection[str] | None = None) -> None:
-    """One ``--option`` per CLI setting of :class:`TrainConfig` (or of those named in ``only``), defaulting to
-    "not given"."""
+def add_train_options(parser: argparse.ArgumentParser, only: Collection[str] | None = None,
+                      exclude: Collection[str] = ()) -> None:
+    """One ``--option`` per CLI setting of :class:`TrainConfig` (those named in ``only``, if given, but not those
+    in ``exclude``), defaulting to "not given"."""
     defaults = TrainConfig()
     for f in cli_settings():
-        if only is not None and f.name not in only:
+        if (only is not None and f.name not in only) or f.name in exclude:
             continue
         kind = field_type(f)
         meta = f.metadata
@@ -45,6 +46,11 @@ def add_ray_option(parser: argparse.ArgumentParser) -> None:
                              "dir must be shared by every node")
 
 
+def given_settings(args: argparse.Namespace) -> dict:
+    """The TrainConfig settings given on the command line."""
+    return {f.name: getattr(args, f.name) for f in cli_settings() if getattr(args, f.name, None) is not None}
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from transferlab.evaluation.figures import prestart_helper
 
@@ -54,7 +60,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from transferlab.training.checkpoint import TrainingInterrupted
     from transferlab.training.operating_point import format_figures
 
-    settings = {f.name: getattr(args, f.name) for f in cli_settings() if getattr(args, f.name) is not None}
+    settings = given_settings(args)
     if str(settings.get("weights", "")).lower() == "none":
         settings["weights"] = None
     settings["unsafe"] = args.unsafe
@@ -77,6 +83,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         elif not args.data:
             print("error: give the data folder (or --resume RUN)", file=sys.stderr)
             return ExitCode.USAGE
+        elif settings.get("backbone") == "auto" or args.tune or args.tune_time:
+            if args.from_model:
+                print("error: --from continues a given model; it does not combine with --backbone auto or --tune",
+                      file=sys.stderr)
+                return ExitCode.USAGE
+            from transferlab.api.selection import train_selected
+
+            clf = train_selected(args.data, TrainConfig(**settings), tune=args.tune, tune_time=args.tune_time,
+                                 folds=args.folds, show_progress=not args.quiet)
         else:
             clf = train(args.data, TrainConfig(**settings), show_progress=not args.quiet, from_model=args.from_model)
     except TrainingInterrupted as exc:
@@ -103,7 +118,7 @@ def register(subparsers) -> None:
     """Add ``train``."""
     p = add_command(subparsers, "train", help="train a classifier on a labeled image folder or CSV")
     p.add_argument("data", nargs="?", help="folder of class subfolders, pre-split folder (train/val/test) or CSV")
-    add_train_options(p)
+    add_train_options(p)  # --backbone auto: compare the available backbones and heads first (transferlab compare)
     p.add_argument("--no-augment", action="store_true", help="fine-tune without flip/brightness/contrast/zoom")
     p.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to RUN/tensorboard")
     add_ray_option(p)
@@ -111,6 +126,12 @@ def register(subparsers) -> None:
                    help="start from a saved model (run dir or .keras): same classes continue, new classes get a "
                         "new head")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--tune", nargs="?", type=int, const=100, default=None, metavar="TRIALS",
+                   help="first search the head's settings with Optuna on cached features (default 100 trials; "
+                        "needs transferlab[tune]); the best go into config.json, every trial into trials.csv")
+    p.add_argument("--tune-time", metavar="DURATION", help="time limit of the search, e.g. 90s, 2m, 1h")
+    p.add_argument("--folds", type=int, default=5,
+                   help="cross-validation folds for --tune and --backbone auto (default 5)")
     p.add_argument("--unsafe", action="store_true",
                    help="allow Lambda layers in a personal model (runs code from the file)")
     p.set_defaults(func=_cmd_train)

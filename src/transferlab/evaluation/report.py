@@ -468,6 +468,52 @@ def _mistakes(predictions: list[dict], metrics: dict | None, max_gallery: int,
     return _section("mistakes", title, head + f'<div class="gallery">{"".join(cards)}</div>')
 
 
+def _num(value, digits: int = 4) -> str:
+    try:
+        return f"{float(value):.{digits}f}"
+    except (TypeError, ValueError):
+        return "&mdash;" if value in (None, "") else _e(value)
+
+
+def leaderboard_table(rows: list[dict]) -> str:
+    """A model-selection leaderboard (rows as in ``leaderboard.csv``, values may be strings), best first."""
+    body = []
+    for r in rows:
+        speed = _num(r.get("extract_img_per_s"), 1) if r.get("extract_img_per_s") not in (None, "") else "cached"
+        body.append([_e(r.get("rank", "")), _e(r.get("backbone", "")), _e(r.get("head", "")),
+                     f"{_num(r.get('cv_accuracy'))} &plusmn; {_num(r.get('cv_accuracy_std'), 3)}",
+                     _num(r.get("cv_macro_f1")), _num(r.get("cv_log_loss")), speed, _num(r.get("latency_ms"), 1),
+                     _num(r.get("size_mb"), 1)])
+    return _table(["#", "backbone", "head", "CV accuracy", "macro-F1", "log-loss", "extract img/s", "ms/img", "MB"],
+                  body, numeric_from=3, row_class=["avg" if i == 0 else "" for i in range(len(body))])
+
+
+def _selection(run: Path) -> str:
+    """How this run's settings were chosen: a leaderboard (compare) and/or a search (--tune), when present."""
+    parts = []
+    board = _read_csv(run / "leaderboard.csv")
+    if board:
+        parts.append("<h3>Leaderboard (cross-validated on the train and validation images)</h3>"
+                     + leaderboard_table(board[:30]))
+        if (run / "accuracy_cost.png").is_file():
+            parts.append(_img_file(run / "accuracy_cost.png", "accuracy against cost"))
+    tuning = _read_json(run / "tuning.json")
+    trials = _read_csv(run / "trials.csv")
+    if tuning or trials:
+        parts.append("<h3>Hyperparameter search</h3>")
+        if tuning:
+            parts.append(_kv_grid({k: v for k, v in tuning.items() if k != "trials"}))
+        if (run / "search.png").is_file():
+            parts.append(_img_file(run / "search.png", "score by trial"))
+        if trials:
+            parts.append(_muted(f"{len(trials)} trials in trials.csv."))
+    if not parts:
+        return ""
+    parts.append(_muted("The test split was not used to choose: the settings below were picked on the folds, and "
+                        "the test results above are their first look at it."))
+    return _section("selection", "How the model was chosen", "".join(parts))
+
+
 # ------------------------------------------------------------------ entry point
 def write_report(run_dir: str | os.PathLike, *, max_gallery: int = 48,
                  overlays: dict[str, np.ndarray] | None = None, overlay_note: str = "",
@@ -504,7 +550,7 @@ def write_report(run_dir: str | os.PathLike, *, max_gallery: int = 48,
         figures.wait()
     with tempfile.TemporaryDirectory(prefix="transferlab-report-") as tmp:
         sections = [  # results first, then how they were obtained
-            _summary(config, metrics), _operating_point(run, metrics), _per_class(metrics), _confusion(metrics, names, Path(tmp), run),
+            _summary(config, metrics), _selection(run), _operating_point(run, metrics), _per_class(metrics), _confusion(metrics, names, Path(tmp), run),
             _confused_pairs(metrics), mistakes, _curves(run, Path(tmp)), _data(run, config, names), _settings(config),
         ]
     created = (config or {}).get("created", "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -67,7 +68,8 @@ class SplitFeatures:
 
 def extract_splits(dataset: ImageDataset, backbone, info, resize: ResizeConfig, *,
                    cache_dir: str | os.PathLike | None = None, engine: str = "auto",
-                   show_progress: bool = True) -> tuple[dict[str, SplitFeatures], ExtractionResult, FeatureCache]:
+                   show_progress: bool = True, splits: Sequence[str] = SPLITS,
+                   desc: str = "Extracting features") -> tuple[dict[str, SplitFeatures], ExtractionResult, FeatureCache]:
     """Features of every record of ``dataset``, through the feature cache, per split.
 
     Args:
@@ -77,22 +79,26 @@ def extract_splits(dataset: ImageDataset, backbone, info, resize: ResizeConfig, 
         resize: how images are resized (part of the cache fingerprint).
         cache_dir: the cache's root (default: user cache dir or ``$TRANSFERLAB_CACHE_DIR``).
         engine: "auto", "onnx" or "keras" (see :func:`~transferlab.features.extract.extract_features`).
+        splits: which splits to extract (default all three); model selection asks for
+            ("train", "val") so that the test images are not even read while it chooses.
+        desc: the progress bar's label.
 
     Returns:
-        ``({"train"|"val"|"test": SplitFeatures}, extraction result, cache)``. Images that could not
+        ``({split: SplitFeatures}, extraction result, cache)`` for the requested splits. Images that could not
         be read any more are left out of their split (and logged).
     """
     cache = feature_cache_for(info, resize, cache_dir)
-    splits = {s: dataset.split(s) for s in SPLITS}
-    records = [r for s in SPLITS for r in splits[s]]
+    names = tuple(splits)
+    splits = {s: dataset.split(s) for s in names}
+    records = [r for s in names for r in splits[s]]
     result = extract_features([r.path for r in records], [r.sha256 for r in records], backbone, resize, cache,
-                              engine=engine, show_progress=show_progress)
+                              engine=engine, show_progress=show_progress, desc=desc)
     failed = set(result.failed)
     for row in sorted(failed):
         logger.warning("skipped %s: could not be read during feature extraction", records[row].path)
     out, start = {}, 0
     index = dataset.class_to_index
-    for s in SPLITS:
+    for s in names:
         rows = [i for i in range(start, start + len(splits[s])) if i not in failed]
         out[s] = SplitFeatures(result.features[rows], np.array([index[records[i].label] for i in rows], dtype=np.int64),
                                [records[i] for i in rows])

@@ -23,6 +23,8 @@ from transferlab.training.duration import parse_duration
 from transferlab.training.imbalance import CLASS_WEIGHT_CHOICES
 
 Strategy = Literal["feature-extraction", "fine-tune", "auto"]
+Head = Literal["keras", "logistic"]
+HEADS: tuple[str, ...] = get_args(Head)
 Schedule = Literal["constant", "cosine", "plateau"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
@@ -111,6 +113,12 @@ class TrainConfig:
     uncertain_below: float | None = setting(None, "predictions whose top probability is below this come back "
                                                   "as 'uncertain', for a person to check", minimum=0.0, maximum=1.0)
     patience: int = setting(10, "early stopping patience in epochs on validation loss", minimum=0)
+    head_weight_decay: float = setting(0.0, "decoupled weight decay of the head's Adam (AdamW)", minimum=0.0)
+    head: str = setting("keras", "the head: 'keras' (dropout, optional hidden layer, softmax; Adam) or 'logistic' "
+                                 "(a linear probe: standardised features, L2 logistic regression, L-BFGS)",
+                        choices=HEADS)
+    logistic_c: float = setting(0.01, "logistic head: inverse L2 strength C (compare and --tune choose it)",
+                                minimum=0.0)
     # ---- fine-tuning (strategy "fine-tune"; "auto" fine-tunes when it pays, within time_budget)
     strategy: str = setting("feature-extraction", "train the head on frozen features, fine-tune the backbone's "
                                                   "top after it, or auto: the head first, then fine-tuning kept "
@@ -184,6 +192,11 @@ class TrainConfig:
                               "whose probability the threshold is on.")
         if self.target_recall is not None and self.target_recall <= 0:
             raise ConfigError(f"target_recall must be in (0, 1], got {self.target_recall!r}.")
+        if self.logistic_c <= 0:
+            raise ConfigError(f"logistic_c must be > 0, got {self.logistic_c!r}.")
+        if self.head == "logistic" and self.strategy == "fine-tune":
+            raise ConfigError("--head logistic is fitted on cached features only: use --strategy feature-extraction, "
+                              "or --head keras to fine-tune.")
         check_fractions(self.val_fraction, self.test_fraction)
         if self.ray and self.engine == "keras":
             raise ConfigError("ray runs the backbone under ONNX Runtime on the workers; engine 'keras' runs only in "

@@ -52,10 +52,15 @@ def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict[int, flo
     return table
 
 
-def compile_classifier(model: keras.Model, learning_rate, label_smoothing: float = 0.0) -> None:
-    """Adam + categorical cross-entropy on one-hot labels (so label smoothing works)."""
+def compile_classifier(model: keras.Model, learning_rate, label_smoothing: float = 0.0,
+                       weight_decay: float = 0.0) -> None:
+    """Adam + categorical cross-entropy on one-hot labels (so label smoothing works).
+
+    ``weight_decay`` > 0 is Keras' decoupled weight decay (AdamW): each step shrinks every
+    weight by ``learning_rate * weight_decay`` of itself.
+    """
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate, weight_decay=weight_decay or None),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
@@ -178,6 +183,7 @@ def fit_head(
     batch_size: int,
     learning_rate: float,
     label_smoothing: float = _DEFAULTS.label_smoothing,
+    weight_decay: float = _DEFAULTS.weight_decay,
     class_weight: str | None = _DEFAULTS.class_weight,
     patience: int = _DEFAULTS.patience,
     seed: int = _DEFAULTS.seed,
@@ -200,7 +206,7 @@ def fit_head(
     """
     num_classes = int(head.output_shape[-1])
     keras.utils.set_random_seed(seed + initial_epoch)
-    compile_classifier(head, learning_rate, label_smoothing)
+    compile_classifier(head, learning_rate, label_smoothing, weight_decay)
     if restore_state is not None:
         from transferlab.training.checkpoint import load_training_state
 
