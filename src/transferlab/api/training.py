@@ -421,7 +421,7 @@ def finish_run(prep: PreparedRun, fit: FittedRun) -> Classifier:
         metrics["split"] = eval_split
         if eval_split == "val":
             metrics["note"] = "no test split: metrics are on the validation split that drove early stopping"
-        extra = [curves]
+        extra = list(curves)
         if rule is not None:
             from transferlab.evaluation.artifacts import operating_point_outputs
 
@@ -431,7 +431,7 @@ def finish_run(prep: PreparedRun, fit: FittedRun) -> Classifier:
         figures = write_evaluation(run.path, metrics, [r.path for r in eval_records], [r.label for r in eval_records],
                                    probs, class_names, extra_figures=extra, background=True)
     else:
-        figures = draw_figures([curves], background=True)
+        figures = draw_figures(curves, background=True)
     atomic_write(run.model, fit.model.save, keep_suffix=True)  # never half a model.keras
 
     extraction = fit.extraction

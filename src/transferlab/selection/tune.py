@@ -102,7 +102,9 @@ def suggest(trial, base: HeadSettings) -> HeadSettings:
 
 def _as_params(settings: HeadSettings) -> dict[str, Any]:
     """A head as Optuna parameters (to enqueue the configured head as the first trial)."""
-    params: dict[str, Any] = {"family": settings.family, "class_weight": settings.class_weight or "none"}
+    # The search's choices are "none" and "balanced"; TrainConfig's "auto" is tried as unweighted here.
+    weighting = "balanced" if settings.class_weight == "balanced" else "none"
+    params: dict[str, Any] = {"family": settings.family, "class_weight": weighting}
     if settings.family == "logistic":
         params["logistic_c"] = settings.logistic_c
         return params

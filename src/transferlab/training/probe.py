@@ -28,7 +28,7 @@ def fit_logistic_head(features: np.ndarray, labels: np.ndarray, num_classes: int
         labels: (N,) int class indices in ``[0, num_classes)``.
         num_classes: C, the head's output width.
         c: inverse L2 regularisation strength of scikit-learn's ``LogisticRegression``.
-        class_weight: None or ``"balanced"``.
+        class_weight: ``"balanced"``; anything else (None, "none", "auto") fits unweighted.
         max_iter: L-BFGS iteration limit.
 
     Returns:
@@ -43,7 +43,9 @@ def fit_logistic_head(features: np.ndarray, labels: np.ndarray, num_classes: int
     features = np.asarray(features, np.float64)
     labels = np.asarray(labels, np.int64)
     scaler = StandardScaler().fit(features)
-    model = LogisticRegression(C=c, max_iter=max_iter, class_weight=class_weight)
+    # TrainConfig's "none" means unweighted; "auto" is resolved on validation for the Keras head only,
+    # the probe then fits unweighted.
+    model = LogisticRegression(C=c, max_iter=max_iter, class_weight="balanced" if class_weight == "balanced" else None)
     # One BLAS thread: for a matrix this small, more threads cost more than they give (a lot more
     # on a busy CPU; see transferlab.selection.heads).
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
