@@ -18,7 +18,7 @@ PACKAGE = SRC / "transferlab"
 
 # The dependency order, bottom first: a module may import from its own layer and the layers below.
 LAYERS = [
-    {"_atomic", "_paths", "_tf", "_keras", "errors", "progress", "rundir"},
+    {"_atomic", "_lazy", "_paths", "_tf", "_keras", "errors", "progress", "rundir"},
     {"data"},
     {"backbones"},
     {"runtimes"},

@@ -18,9 +18,8 @@ TensorFlow (ONNX/TFLite prediction works without it).
 
 from __future__ import annotations
 
-import importlib
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -29,6 +28,8 @@ __version__ = "0.1.0"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # public name -> module that defines it
+from transferlab._lazy import lazy_attributes
+
 _LAZY = {
     "inspect": "transferlab.data.dataset:inspect_dataset",
     "load_dataset": "transferlab.data.dataset:load_dataset",
@@ -52,7 +53,7 @@ _LAZY = {
     "Predictor": "transferlab.inference:Predictor",
     "TransferlabError": "transferlab.errors:TransferlabError",
     "TrainConfig": "transferlab.training.config:TrainConfig",
-    "audit": "transferlab.audit",  # a package that is also callable: transferlab.audit("photos/")
+    "audit": "transferlab.audit:",  # a package that is also callable: transferlab.audit("photos/")
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
@@ -61,16 +62,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from transferlab.data.dataset import ImageDataset, load_dataset  # noqa: F401
 
 
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'transferlab' has no attribute {name!r}")
-    module_name, _, attr = target.partition(":")
-    module = importlib.import_module(module_name)
-    value = getattr(module, attr) if attr else module
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -13,13 +13,14 @@ Modules: :mod:`~transferlab.audit.labels` (out-of-fold probabilities and confide
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 __all__ = ["AuditResult", "audit", "write_clean"]
 # Imported on first use, so that the CLI can read this package's defaults without numpy or scikit-learn.
+from transferlab._lazy import lazy_attributes
+
 _LAZY = {"AuditResult": "transferlab.audit.result", "audit": "transferlab.audit.core",
          "write_clean": "transferlab.audit.report"}
 
@@ -29,10 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from transferlab.audit.result import AuditResult  # noqa: F401
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'transferlab.audit' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 class _CallableModule(types.ModuleType):

@@ -9,8 +9,7 @@ Attributes are imported lazily: the runtimes must load without TensorFlow, the e
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from transferlab._lazy import lazy_attributes
 
 _LAZY = {
     "export_run": "transferlab.export.exporter",
@@ -21,14 +20,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'transferlab.export' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -8,8 +8,7 @@ ONNX and TFLite runtimes never import TensorFlow; attributes are imported lazily
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from transferlab._lazy import lazy_attributes
 
 _LAZY = {
     "Runtime": "transferlab.runtimes.base",
@@ -26,14 +25,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'transferlab.runtimes' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -14,8 +14,7 @@ only after the choice, to score the winner once.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from transferlab._lazy import lazy_attributes
 
 _LAZY = {
     "compare": "transferlab.selection.compare:compare",
@@ -32,11 +31,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'transferlab.selection' has no attribute {name!r}")
-    module_name, attr = target.split(":")
-    value = getattr(importlib.import_module(module_name), attr)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
