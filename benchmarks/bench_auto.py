@@ -22,12 +22,11 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
+
+import bench_finetune  # beside this script: its run_one trains in a fresh process
 
 HERE = Path(__file__).resolve().parent
 DATASETS = Path(os.environ.get("TRANSFERLAB_DATASETS", HERE.parents[1] / "shared" / "datasets"))
@@ -59,15 +58,7 @@ SETTINGS = {
 
 
 def run_one(data: Path, settings: dict, work: Path, name: str) -> dict:
-    settings = {"runs_dir": str(work / "runs"), "cache_dir": str(work / "cache"), "name": name, **settings}
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(data), json.dumps(settings)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"training failed ({name}):\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["wall_seconds"] = time.perf_counter() - start
-    return result
+    return bench_finetune.run_one(data, settings, work, name, child=CHILD)
 
 
 def epoch_times(work: Path, results: dict, out: Path) -> None:

@@ -46,10 +46,11 @@ SETTINGS = {
 }
 
 
-def run_one(data: Path, settings: dict, work: Path, name: str) -> dict:
+def run_one(data: Path, settings: dict, work: Path, name: str, child: str = CHILD) -> dict:
+    """Train once in a fresh process (``child``: the script, printing a JSON line last); its result and wall time."""
     settings = {"runs_dir": str(work / "runs"), "cache_dir": str(work / "cache"), "name": name, **settings}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(data), json.dumps(settings)],
+    proc = subprocess.run([sys.executable, "-c", child, str(data), json.dumps(settings)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"training failed ({name}):\n{proc.stderr[-3000:]}")
