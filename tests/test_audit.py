@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import require_shared
-from test_report import DomSummary, _restore_process_state, run_chromium  # noqa: F401 (autouse fixture)
+from test_report import DomSummary, _restore_process_state, rendered_dom  # noqa: F401 (autouse fixture)
 from transferlab.audit.core import analyse
 from transferlab.audit.duplicates import hash_distance, perceptual_hashes
 from transferlab.audit.labels import confident_learning, find_label_issues, out_of_fold_probabilities
@@ -282,13 +282,7 @@ def test_audit_command_end_to_end_and_page_in_headless_chromium(presplit, tmp_pa
 
     text = (out / AUDIT_HTML).read_text(encoding="utf-8")
     assert "leaked&lt;&amp;&gt;.jpg" in text and "leaked<&>" not in text  # escaped file name
-    probe = tmp_path / "probe.html"
-    probe.write_text(text.replace("</body>", "<script>addEventListener('load', () => { for (const i of "
-                                  "document.images) i.setAttribute('data-natural-width', i.naturalWidth); "
-                                  "document.body.setAttribute('data-loaded', '1'); });</script></body>"),
-                     encoding="utf-8")
-    dom = run_chromium(tmp_path, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()).stdout
-    assert 'data-loaded="1"' in dom
+    dom = rendered_dom(tmp_path, text)
     page = DomSummary()
     page.feed(dom)
     assert {"summary", "label-issues", "duplicates", "outliers", "per-class", "settings"} <= page.ids

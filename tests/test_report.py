@@ -101,6 +101,19 @@ def run_chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
+def rendered_dom(tmp_path: Path, page: str) -> str:
+    """The DOM of ``page`` (HTML text) after headless Chromium loaded it, each <img> carrying its decoded
+    width as ``data-natural-width`` (0 for an image the browser could not decode)."""
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", "<script>addEventListener('load', () => { for (const i of "
+                                  "document.images) i.setAttribute('data-natural-width', i.naturalWidth); "
+                                  "document.body.setAttribute('data-loaded', '1'); });</script></body>"),
+                     encoding="utf-8")
+    dom = run_chromium(tmp_path, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()).stdout
+    assert 'data-loaded="1"' in dom
+    return dom
+
+
 class DomSummary(HTMLParser):
     def __init__(self):
         super().__init__()
@@ -147,13 +160,7 @@ def test_report_renders_in_headless_chromium(run, tmp_path):
     assert "patch&lt;&amp;&gt;run" in text
 
     # The images must decode in the browser: a copy of the page records each <img>'s naturalWidth.
-    probe = tmp_path / "probe.html"
-    probe.write_text(text.replace("</body>", "<script>addEventListener('load', () => { for (const i of "
-                                  "document.images) i.setAttribute('data-natural-width', i.naturalWidth); "
-                                  "document.body.setAttribute('data-loaded', '1'); });</script></body>"),
-                     encoding="utf-8")
-    dom = run_chromium(tmp_path, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()).stdout
-    assert 'data-loaded="1"' in dom
+    dom = rendered_dom(tmp_path, text)
     summary = DomSummary()
     summary.feed(dom)
     assert set(SECTIONS) <= summary.ids
