@@ -127,3 +127,50 @@ def test_throttled_head_checkpoint_writes_last_epoch_with_matching_best_weights(
     assert checkpoint_file(tmp_path, "best", state).name == state["files"]["best"]  # committed together
     with np.load(checkpoint_file(tmp_path, "best", state)) as best:
         np.testing.assert_allclose(best["w0"], early.best_weights[0])
+
+
+def test_resumed_head_with_dropout_draws_the_same_masks_as_uninterrupted(tmp_path):
+    # Dropout masks come from seed-generator state that model.weights leaves out: a resume that
+    # restarted it trained on other masks and ended elsewhere (issue: 0.880 resumed vs 0.868).
+    from transferlab.training.checkpoint import save_training_state
+
+    x, y = _data(n=50)
+    settings = dict(epochs=6, batch_size=8, learning_rate=0.05, seed=3, patience=0)
+
+    def fresh():
+        keras.utils.set_random_seed(11)  # same initial weights and seed-generator state each time
+        return build_head(8, 3, hidden_units=16, dropout=0.5)
+
+    whole = fresh()
+    fit_head(whole, x, y, None, None, **settings)
+    first = fresh()
+    fit_head(first, x, y, None, None, **{**settings, "epochs": 3})
+    save_training_state(first, tmp_path / "state.npz")
+    resumed = fresh()
+    fit_head(resumed, x, y, None, None, **settings, initial_epoch=3, restore_state=tmp_path / "state.npz")
+    for a, b in zip(whole.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_interrupt_writes_the_last_completed_epoch_even_when_throttled(tmp_path):
+    import json
+
+    import pytest
+
+    from transferlab.errors import TrainingInterrupted
+    from transferlab.training.checkpoint import EpochCheckpoint, stop_on_sigint
+
+    class StopAt(keras.callbacks.Callback):  # what the Ctrl-C handler does, during epoch 5
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 5:
+                checkpoint.stop_requested.set()
+
+    x, y = _data(n=40)
+    checkpoint = EpochCheckpoint(tmp_path, "head", 0, min_interval_s=3600)  # throttled: nothing written yet
+    head = _head()
+    with pytest.raises(TrainingInterrupted, match=r"after 5 completed epoch"):
+        with stop_on_sigint(checkpoint):
+            fit_head(head, x, y, None, None, epochs=50, batch_size=8, learning_rate=0.05, seed=0,
+                     callbacks=[StopAt(), checkpoint], patience=0)
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert state["epochs_done"] == 5 and len(state["history"]["loss"]) == 5

@@ -21,9 +21,9 @@ files no longer named. A process killed (or a disk that fills up) at any point l
 one, never weights one epoch ahead of their counters. Run directories written before this
 (``state.npz``, ``best.npz``, ``head.npz`` and a ``state.json`` without ``files``) still resume.
 
-Ctrl-C stops at the end of the current batch, keeps the last epoch's
-checkpoint, and :class:`TrainingInterrupted` tells the user how to resume; a second Ctrl-C
-aborts at once.
+Ctrl-C stops at the end of the current batch, writes the last completed epoch's checkpoint
+(held in memory when throttling skipped writing it), and :class:`TrainingInterrupted` tells the
+user which epoch was kept and how to resume; a second Ctrl-C aborts at once.
 """
 
 from __future__ import annotations
@@ -70,12 +70,24 @@ def weight_arrays(model: keras.Model | list[np.ndarray]) -> dict[str, np.ndarray
     return {f"w{i}": np.asarray(w) for i, w in enumerate(weights)}
 
 
+def _seed_states(model: keras.Model) -> list:
+    """The state variables of the model's random seed generators (dropout masks come from them).
+
+    ``model.weights`` leaves them out, yet a resumed run that restarted them would draw other
+    dropout masks than the uninterrupted one: they belong to the training state.
+    """
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights and "seed_generator_state" in v.path]
+
+
 def training_state_arrays(model: keras.Model) -> dict[str, np.ndarray]:
-    """Weights plus optimizer variables (moments, iteration count): what a resume restores."""
+    """Weights, optimizer variables (moments, iteration count) and the dropout seed states:
+    what a resume restores so that it continues exactly where the uninterrupted run would be."""
     arrays = weight_arrays(model)
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None and optimizer.built:
         arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
+    arrays.update({f"r{i}": np.asarray(v) for i, v in enumerate(_seed_states(model))})
     return arrays
 
 
@@ -107,6 +119,10 @@ def load_training_state(model: keras.Model, path: Path) -> None:
                                  f"({count} saved variables, {len(variables)} now): was the config changed?")
             for i, variable in enumerate(variables):
                 variable.assign(data[f"o{i}"])
+        seeds = _seed_states(model)
+        if sum(1 for k in data.files if k.startswith("r")) == len(seeds):  # absent in older checkpoints
+            for i, variable in enumerate(seeds):
+                variable.assign(data[f"r{i}"])
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -264,6 +280,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.history = {k: list(v) for k, v in (history or {}).items()}
         self.early_stopping, self.plateau, self._plateau_state = early_stopping, plateau, plateau_state
         self.epochs_done = len(next(iter(self.history.values()), []))
+        self._saved_epochs = self.epochs_done
+        self._pending: tuple[dict, dict] | None = None
         self.stop_requested = threading.Event()
 
     def on_train_begin(self, logs=None):
@@ -284,23 +302,46 @@ class EpochCheckpoint(keras.callbacks.Callback):
         last = self.epochs_done >= self.params.get("epochs", 0) or self.model.stop_training
         if last or time.monotonic() - self._last_write >= self.min_interval_s:
             self.write()
+        else:
+            # Not written yet (throttled), but kept in memory: an interruption during the next
+            # epoch writes this one, so the checkpoint is never behind the completed epochs.
+            self._pending = self._snapshot()
 
-    def write(self) -> None:
-        """Checkpoint the epochs completed so far (weights, optimizer, best weights, counters), atomically."""
+    @property
+    def epochs_saved(self) -> int:
+        """Completed epochs in the committed checkpoint."""
+        return self._saved_epochs
+
+    def _snapshot(self) -> tuple[dict, dict]:
         arrays = {"state": training_state_arrays(self.model)}
         best = self.early_stopping.unsaved_best() if self.early_stopping is not None else None
         if best is not None:
             arrays["best"] = best
         state = {**self.extra_state, "phase": self.phase, "epochs_done": self.epochs_done, "seed": self.seed,
-                 "history": self.history}
+                 "history": {k: list(v) for k, v in self.history.items()}}
         if self.early_stopping is not None:
             state["early_stopping"] = self.early_stopping.state()
         if self.plateau is not None:
             state["plateau"] = {"wait": self.plateau.wait, "best": float(self.plateau.best)}
+        return arrays, state
+
+    def _commit(self, snapshot: tuple[dict, dict]) -> None:
+        arrays, state = snapshot
         commit_checkpoint(self.run_dir, state, arrays)
-        if best is not None:
+        if "best" in arrays:
             self.early_stopping.mark_saved()
+        self._saved_epochs = state["epochs_done"]
         self._last_write = time.monotonic()
+        self._pending = None
+
+    def write(self) -> None:
+        """Checkpoint the epochs completed so far (weights, optimizer, best weights, counters), atomically."""
+        self._commit(self._snapshot())
+
+    def flush(self) -> None:
+        """Write the last completed epoch if throttling held it back (called when interrupted)."""
+        if self._pending is not None:
+            self._commit(self._pending)
 
 
 @contextmanager
@@ -325,5 +366,6 @@ def stop_on_sigint(checkpoint: EpochCheckpoint) -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, previous)
     if checkpoint.stop_requested.is_set():
-        raise TrainingInterrupted(checkpoint.run_dir, checkpoint.phase, checkpoint.epochs_done,
+        checkpoint.flush()
+        raise TrainingInterrupted(checkpoint.run_dir, checkpoint.phase, checkpoint.epochs_saved,
                                   Path(checkpoint.run_dir) / CHECKPOINT_DIR)
