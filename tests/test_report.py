@@ -333,7 +333,7 @@ def test_epoch_progress_plain_line_and_quiet(capsys):
     _fit([EpochProgress("Training head")])
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    assert err[0].startswith("Training head: 3 epoch in") and "epoch/s" in err[0]
+    assert err[0].startswith("Training head: 3 epochs in") and "epoch/s" in err[0]
     assert all(k in err[0] for k in ("loss ", "acc ", "val_loss ", "val_acc "))
     set_quiet(True)
     _fit([EpochProgress("Training head")])

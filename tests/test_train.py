@@ -47,7 +47,7 @@ def test_run_directory_contents(setup):
         assert key in metrics
     assert "top_k_accuracy" not in metrics  # only for more than 5 classes
     assert len(open(run / "history.csv").read().splitlines()) >= 2
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(FileExistsError, match="--overwrite"):  # finished: nothing to resume
         _train(root, backbone, data, "first")
 
 

@@ -32,6 +32,7 @@ from transferlab._lazy import lazy_attributes
 
 _LAZY = {
     "inspect": "transferlab.data.dataset:inspect_dataset",
+    "list_runs": "transferlab.rundir:list_runs",
     "load_dataset": "transferlab.data.dataset:load_dataset",
     "ImageDataset": "transferlab.data.dataset:ImageDataset",
     "DatasetError": "transferlab.data.sources:DatasetError",

@@ -8,10 +8,11 @@ entry points call it before importing anything that imports Keras.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from transferlab.errors import MissingDependencyError
 
@@ -26,26 +27,27 @@ _STARTUP_NOISE = (
 
 
 @contextmanager
-def _startup_chatter_filtered() -> Iterator[None]:
-    """While TensorFlow is first imported, send file descriptor 2 to a temporary file, then pass
-    on what was written there except the start-up lines above (warnings and errors still show).
+def native_stderr_filtered(drop: Callable[[str], bool]) -> Iterator[None]:
+    """While the block runs, send file descriptor 2 to a temporary file, then pass on what was
+    written there except the lines ``drop`` selects; everything is passed on if the block raises.
 
-    Only when the user has not asked for TensorFlow's info logs (``TF_CPP_MIN_LOG_LEVEL`` >= 1).
+    TensorFlow's and TFLite's C++ code writes to the descriptor directly, past ``sys.stderr`` and
+    the logging module: only this catches it.
     """
-    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")
-    if "tensorflow" in sys.modules or not level.isdigit() or int(level) < 1:
-        yield
-        return
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError, AttributeError):  # no file descriptor 2 (some notebook hosts)
         yield
         return
+    failed = False
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
             yield
+        except BaseException:
+            failed = True
+            raise
         finally:
             try:
                 sys.stderr.flush()
@@ -55,10 +57,38 @@ def _startup_chatter_filtered() -> Iterator[None]:
             os.close(saved)
             captured.seek(0)
             text = captured.read().decode("utf-8", errors="replace")
-            kept = [line for line in text.splitlines(keepends=True) if not any(m in line for m in _STARTUP_NOISE)]
+            kept = [line for line in text.splitlines(keepends=True) if failed or not drop(line)]
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
+
+
+@contextmanager
+def _startup_chatter_filtered() -> Iterator[None]:
+    """While TensorFlow is first imported, drop its start-up lines above (warnings and errors
+    still show); only when the user has not asked for its info logs (``TF_CPP_MIN_LOG_LEVEL`` >= 1)."""
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")
+    if "tensorflow" in sys.modules or not level.isdigit() or int(level) < 1:
+        yield
+        return
+    with native_stderr_filtered(lambda line: any(m in line for m in _STARTUP_NOISE)):
+        yield
+
+
+# Lines of native logs: glog's "I0000 00:00:1796226413.038390 5823 port.cc:153] ..." (TensorFlow, the
+# TFLite converter), TFLite's "INFO: Created TensorFlow Lite XNNPACK delegate" and absl's preamble.
+_NATIVE_LOG_LINE = re.compile(r"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s|INFO: |WARNING: All log messages before absl)")
+
+
+@contextmanager
+def quiet_native_logs(enabled: bool = True) -> Iterator[None]:
+    """``--quiet`` for native code: TensorFlow's/TFLite's own log lines written in the block do
+    not show (our warnings and errors still do), unless the block fails: then all of it shows."""
+    if not enabled:
+        yield
+        return
+    with native_stderr_filtered(lambda line: bool(_NATIVE_LOG_LINE.match(line))):
+        yield
 
 
 def import_tf():

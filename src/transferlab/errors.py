@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 __all__ = [
+    "closest_name_hint",
     "ConfigError",
     "MissingDependencyError",
     "MissingFileError",
@@ -21,6 +22,18 @@ __all__ = [
     "TrainingInterrupted",
     "TransferlabError",
 ]
+
+
+def closest_name_hint(name: str, known: list[str]) -> str:
+    """`` Did you mean 'ants'?`` for a name that differs from a known one in case, or is close
+    to one (for messages about class or setting names); ``""`` when nothing is close."""
+    import difflib
+
+    same_case = [k for k in known if k.lower() == name.lower()]
+    if same_case:
+        return f" Did you mean {same_case[0]!r}? Class names are case-sensitive."
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 class TransferlabError(Exception):
@@ -51,11 +64,19 @@ class TrainingInterrupted(TransferlabError, RuntimeError):
     """Training stopped on request (Ctrl-C); the run resumes from its last checkpoint.
 
     Attributes:
-        run_dir: the run directory; phase: "head" or "fine-tune"; epochs_done: completed epochs
-        of that phase in the kept checkpoint.
+        run_dir: the run directory; phase: "feature extraction", "head", "fine-tune" or
+        "evaluation"; epochs_done: completed epochs of that phase in the kept checkpoint (None
+        for phases without epochs).
     """
 
-    def __init__(self, run_dir: str | os.PathLike, phase: str, epochs_done: int, checkpoint_dir: str | os.PathLike):
+    def __init__(self, run_dir: str | os.PathLike, phase: str, epochs_done: int | None = None,
+                 checkpoint_dir: str | os.PathLike | None = None):
         self.run_dir, self.phase, self.epochs_done = Path(run_dir), phase, epochs_done
-        super().__init__(f"Interrupted during {phase} after {epochs_done} completed epoch(s); checkpoint kept in "
-                         f"{checkpoint_dir}. Resume with: transferlab train --resume {run_dir}")
+        if epochs_done is not None:
+            kept = f"after {epochs_done} completed epoch{'' if epochs_done == 1 else 's'}; the checkpoint of " \
+                   f"epoch {epochs_done} is kept in {checkpoint_dir}"
+        elif phase == "feature extraction":
+            kept = "the features computed so far are kept in the feature cache"
+        else:
+            kept = f"the checkpoint is kept in {checkpoint_dir}"
+        super().__init__(f"Interrupted during {phase}, {kept}. Resume with: transferlab train --resume {run_dir}")

@@ -202,3 +202,52 @@ class RunDir:
 
     def write_labels(self, class_names: list[str]) -> Path:
         return write_labels(self.labels, class_names)
+
+
+# ------------------------------------------------------------------ listing runs
+RUN_SUMMARY_FIELDS = ("name", "status", "created", "data", "backbone", "strategy", "split", "images", "accuracy",
+                      "macro_f1", "seconds")
+
+
+def summarize_run(path: str | os.PathLike) -> dict[str, Any]:
+    """One run directory as a row of :data:`RUN_SUMMARY_FIELDS` (metrics None until it is complete).
+
+    ``strategy`` is the model that was kept ("feature-extraction", "fine-tune", or for strategy
+    auto "auto: fine-tune" / "auto: head"); ``split`` the split the metrics are on.
+    """
+    run = RunDir(path)
+    meta = run.read_metadata()
+    metrics = read_json(run.metrics)
+    strategy = meta.config.get("strategy")
+    kept = (meta.extras.get("strategy") or {}).get("kept") if isinstance(meta.extras.get("strategy"), dict) else None
+    if strategy == "auto" and kept:
+        strategy = f"auto: {kept}"
+    return {"name": run.path.name, "status": meta.status, "created": meta.created,
+            "data": meta.data.get("source"), "backbone": meta.backbone.get("name"), "strategy": strategy,
+            "split": metrics.get("split"), "images": metrics.get("num_samples"), "accuracy": metrics.get("accuracy"),
+            "macro_f1": (metrics.get("macro") or {}).get("f1"),
+            "seconds": (meta.timing or {}).get("total_seconds"), "path": str(run.path)}
+
+
+def list_runs(runs_dir: str | os.PathLike = "runs") -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
+    """Summaries of the run directories in ``runs_dir``, oldest first.
+
+    Returns:
+        ``(rows, unreadable)``: a :func:`summarize_run` row per run, and ``(folder, reason)`` for
+        folders with a config.json that cannot be read (folders without one are not runs).
+
+    Raises:
+        MissingFileError: ``runs_dir`` does not exist.
+    """
+    root = Path(runs_dir)
+    if not root.is_dir():
+        raise MissingFileError(f"No runs folder {root}: train first (transferlab train DATA --runs-dir {root}), "
+                               "or pass the folder that holds your runs with --runs-dir.")
+    rows, unreadable = [], []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and RunDir(p).is_run()):
+        try:
+            rows.append(summarize_run(folder))
+        except (OSError, ValueError) as exc:  # a half-written or foreign config.json: list, don't fail
+            unreadable.append((folder, str(exc)))
+    rows.sort(key=lambda row: row["created"] or "")
+    return rows, unreadable

@@ -35,6 +35,7 @@ from transferlab.data.dataset import ImageDataset, load_dataset
 from transferlab.data.decode import ResizeConfig
 from transferlab.errors import ConfigError, RunExistsError, TrainingInterrupted
 from transferlab.features import SplitFeatures, extract_splits, resize_for
+from transferlab.progress import plural
 from transferlab.rundir import RunDir, RunMetadata
 from transferlab.training.config import TrainConfig
 from transferlab.training.operating_point import EXTRAS_KEY as OPERATING_POINT_KEY
@@ -46,14 +47,18 @@ logger = logging.getLogger("transferlab")
 HEAD_CHECKPOINT_INTERVAL_S = 5.0
 
 
-def new_run_dir(runs_dir: str | os.PathLike, name: str | None, hint: str) -> Path:
+def new_run_dir(runs_dir: str | os.PathLike, name: str | None, hint: str, *, overwrite: bool = False) -> Path:
     """Create ``runs_dir/name``; without a name, ``<hint>-<timestamp>``; never reuses a folder.
 
     ``mkdir`` itself is the test, so of two runs started at once under one name exactly one gets it.
+    ``overwrite`` first deletes an existing run of that name (only a transferlab run directory,
+    and not while another process writes it).
     """
     runs = Path(runs_dir)
     base = name or f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', hint).strip('-') or 'run'}-{datetime.now():%Y%m%d-%H%M%S}"
     runs.mkdir(parents=True, exist_ok=True)
+    if name and overwrite and (runs / base).exists():
+        _remove_run(runs / base)
     candidate, n = runs / base, 2
     while True:
         try:
@@ -61,11 +66,35 @@ def new_run_dir(runs_dir: str | os.PathLike, name: str | None, hint: str) -> Pat
             return candidate
         except FileExistsError:
             if name:
-                raise RunExistsError(
-                    f"Run directory {candidate} already exists (from an earlier run, or from another `train "
-                    f"--name {name}` started at the same time). Choose another --name, or once that run has "
-                    f"stopped, continue it with --resume {candidate}.") from None
+                raise RunExistsError(_exists_message(candidate, name)) from None
             candidate, n = runs / f"{base}-{n}", n + 1
+
+
+def _exists_message(run_dir: Path, name: str) -> str:
+    status = None
+    try:
+        status = RunDir(run_dir).read_metadata().status if RunDir(run_dir).is_run() else None
+    except (OSError, ValueError):
+        pass
+    if status == "complete":
+        return (f"Run directory {run_dir} already exists and holds a finished run. Choose another --name, or pass "
+                f"--overwrite to replace it (its model and report are deleted).")
+    if status in ("running", "interrupted"):
+        return (f"Run directory {run_dir} already exists and holds a run that did not finish ({status}; or another "
+                f"`train --name {name}` is running now). Once it has stopped, continue it with --resume {run_dir}; "
+                f"or choose another --name, or pass --overwrite to start it again.")
+    return (f"Run directory {run_dir} already exists (from an earlier run, or from another `train --name {name}` "
+            f"started at the same time). Choose another --name.")
+
+
+def _remove_run(run_dir: Path) -> None:
+    """Delete a run directory for ``--overwrite``: never a folder that is not a run, nor a running one."""
+    if not RunDir(run_dir).is_run():
+        raise RunExistsError(f"{run_dir} exists but is not a transferlab run directory (no config.json): "
+                             f"--overwrite only replaces runs. Choose another --name.")
+    with run_lock(run_dir):  # raises at once if another process is writing it
+        shutil.rmtree(run_dir)
+    logger.info("Replaced the earlier run %s (--overwrite).", run_dir)
 
 
 def versions() -> dict:
@@ -205,7 +234,7 @@ def _fine_tune_phase(model, features: dict[str, SplitFeatures], resize: ResizeCo
     """
     from transferlab.data.augment import resolve_augment
     from transferlab.training.budget import BudgetPlanner, EpochTimer, FittedCosine
-    from transferlab.training.callbacks import EpochProgress
+    from transferlab.training.callbacks import CostEstimate, EpochProgress
     from transferlab.training.checkpoint import EpochCheckpoint, ResumableEarlyStopping, checkpoint_file, stop_on_sigint
     from transferlab.training.finetune import fine_tune, fine_tune_rate, schedule_callbacks, steps_for
 
@@ -246,7 +275,9 @@ def _fine_tune_phase(model, features: dict[str, SplitFeatures], resize: ResizeCo
                                 val_fraction=len(val_records) / max(1, len(train_records)), timer=timer,
                                 record=record)
     # Order matters: the timer and the planner write the logs and the record that the checkpoint saves.
-    callbacks = [timer, *([planner] if planner else [])] + [c for c in (early, plateau) if c is not None] + [
+    # The planner of a budgeted run says what it plans; otherwise the estimate says what it will cost.
+    estimate = planner or CostEstimate("Fine-tuning", val_fraction=len(val_records) / max(1, len(train_records)))
+    callbacks = [timer, estimate] + [c for c in (early, plateau) if c is not None] + [
         checkpoint, EpochProgress("Fine-tuning", enabled=show_progress), *extra_callbacks(run_dir, config)]
     with stop_on_sigint(checkpoint):
         fine_tune(model, ([r.path for r in train_records], [index[r.label] for r in train_records]),
@@ -333,7 +364,7 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
                                              "history": head_history, "head_history": head_history},
                                   {"head": weight_arrays(head)})
     head_seconds = time.perf_counter() - head_start
-    logger.info("Head trained: %d epochs in %.1f s", len(head_history.get("loss", [])), head_seconds)
+    logger.info("Head trained: %s in %.1f s", plural(len(head_history.get("loss", [])), "epoch"), head_seconds)
 
     # ---- optional: fine-tune the top of the backbone on images
     model = assemble_classifier(prep.backbone, head)
@@ -460,21 +491,40 @@ def finish_run(prep: PreparedRun, fit: FittedRun) -> Classifier:
 def _run(data, dataset: ImageDataset, config: TrainConfig, run: RunDir, state: dict | None, show_progress: bool,
          from_model, started: float | None = None, extras: dict | None = None) -> Classifier:
     prep = prepare_run(data, dataset, config, run, state, from_model, started)
+    logger.info("Run directory: %s", run.path)  # only now: a run that fails to start leaves no folder
     if extras:
         prep.metadata.extras.update(extras)
         run.write_metadata(prep.metadata)
+    fitted = False
     try:
         fit = fit_run(prep, show_progress)
-    except (TrainingInterrupted, KeyboardInterrupt):
+        _log_audit_hint(prep, fit)
+        if prep.warm is None:  # an audit with these settings then finds the features without the backbone
+            from transferlab.audit.resolved import remember
+            from transferlab.features.dataset import feature_fingerprint
+
+            remember(prep.config, prep.info, feature_fingerprint(prep.info, prep.resize))
+        fitted = True
+        return finish_run(prep, fit)
+    except TrainingInterrupted:
         run.set_status("interrupted")  # config.json says so; `--resume` continues from the checkpoint
         raise
-    _log_audit_hint(prep, fit)
-    if prep.warm is None:  # an audit with these settings then finds the features without the backbone
-        from transferlab.audit.resolved import remember
-        from transferlab.features.dataset import feature_fingerprint
+    except KeyboardInterrupt:
+        # Ctrl-C outside an epoch loop (feature extraction, evaluation) or a second Ctrl-C: the same
+        # message as in the epochs, naming what is kept and the resume command.
+        run.set_status("interrupted")
+        raise _interrupted(run, fitted) from None
 
-        remember(prep.config, prep.info, feature_fingerprint(prep.info, prep.resize))
-    return finish_run(prep, fit)
+
+def _interrupted(run: RunDir, fitted: bool) -> TrainingInterrupted:
+    from transferlab.training.checkpoint import read_state
+
+    state = read_state(run.path)
+    if state is None:
+        return TrainingInterrupted(run.path, "feature extraction")
+    if fitted:
+        return TrainingInterrupted(run.path, "evaluation", checkpoint_dir=run.checkpoint)
+    return TrainingInterrupted(run.path, state["phase"], state["epochs_done"], run.checkpoint)
 
 
 def _log_audit_hint(prep: PreparedRun, fit: FittedRun) -> None:
@@ -499,7 +549,7 @@ def _log_audit_hint(prep: PreparedRun, fit: FittedRun) -> None:
 
 def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_progress: bool = True,
           from_model: str | os.PathLike | None = None, extra_files: dict[str, bytes] | None = None,
-          extras: dict | None = None, **settings) -> Classifier:
+          extras: dict | None = None, overwrite: bool = False, **settings) -> Classifier:
     """Train a classifier on a labeled image folder (or CSV) and write a run directory.
 
     Args:
@@ -511,6 +561,8 @@ def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_pr
         extra_files: file name -> bytes written into the run directory first (e.g. the
             leaderboard or trials of the search that chose these settings; report.html shows them).
         extras: results of the stage that chose the settings, kept under ``extras`` in config.json.
+        overwrite: replace an existing run of the same ``name`` (default False: that is an error
+            which says whether to ``--resume`` it or pick another name).
 
     Returns:
         The trained :class:`~transferlab.Classifier`; ``clf.run_dir`` is the run directory
@@ -519,19 +571,27 @@ def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_pr
     Raises:
         TrainingInterrupted: after Ctrl-C; the run resumes with :func:`resume`.
     """
+    from transferlab.backbones import check_backbone_name
+
     started = time.perf_counter()  # a time budget counts from here, data checks included
     config = (config or TrainConfig()).replace(**settings) if settings else (config or TrainConfig())
+    if from_model is None:  # a typo fails now, not after every image has been checked
+        check_backbone_name(config.backbone)
+    if config.name and not overwrite and (Path(config.runs_dir) / config.name).exists():
+        raise RunExistsError(_exists_message(Path(config.runs_dir) / config.name, config.name))
     dataset = load_dataset(data, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
                            seed=config.seed, show_progress=show_progress, cache_dir=config.cache_dir)
     if not dataset.split("train"):
         raise ConfigError("The training split is empty: add images or lower --val-fraction/--test-fraction.")
-    run = RunDir(new_run_dir(config.runs_dir, config.name, Path(data).stem))
-    logger.info("Run directory: %s", run.path)
+    run = RunDir(new_run_dir(config.runs_dir, config.name, Path(data).stem, overwrite=overwrite))
     for file_name, content in (extra_files or {}).items():
         (run.path / Path(file_name).name).write_bytes(content)
     try:
         with run_lock(run.path), disk_full_guard(run.path):
             return _run(data, dataset, config, run, None, show_progress, from_model, started, extras)
+    except KeyboardInterrupt:  # before config.json existed: nothing to resume, nothing left behind
+        shutil.rmtree(run.path, ignore_errors=True)
+        raise
     except Exception as exc:
         # Failed before anything resumable existed (e.g. backbone weights unavailable): leave no
         # half-made run directory behind. A run with config.json is kept for --resume.

@@ -17,6 +17,7 @@ from transferlab.backbones.preprocessing import (  # noqa: E402
 )
 from transferlab.backbones.registry import (  # noqa: E402
     BackboneInfo,
+    check_backbone_name,
     check_fine_tunable,
     get_backbone_info,
     list_backbones,
@@ -30,6 +31,7 @@ __all__ = [
     "PREPROCESS_MODES",
     "UnsafeModelError",
     "WeightsUnavailableError",
+    "check_backbone_name",
     "check_fine_tunable",
     "get_backbone_info",
     "list_backbones",

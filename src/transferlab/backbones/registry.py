@@ -150,6 +150,23 @@ def get_backbone_info(name: str) -> BackboneInfo:
         "own model, pass the path of a .keras / .h5 file or a SavedModel directory instead.")
 
 
+def check_backbone_name(name_or_path: str | os.PathLike) -> None:
+    """Fail now, with suggestions, for a backbone that is neither built in nor an existing path.
+
+    Cheap (nothing is built or loaded), so callers check it before long work such as the
+    dataset check; "auto" (model selection) passes.
+    """
+    raw = os.fspath(name_or_path)
+    if _normalise(raw) in (*_builtin_names(), "auto"):
+        return
+    if looks_like_path(raw):
+        if not Path(raw).expanduser().exists():
+            raise MissingFileError(f"No backbone named {raw!r} and no such file. Pass a built-in name "
+                                   "(see `transferlab backbones`) or an existing path.")
+        return
+    get_backbone_info(raw)  # raises the "unknown backbone" error with suggestions
+
+
 # ---- loading ----------------------------------------------------------------------------------
 
 def _assemble(base: keras.Model, input_size: int, preprocess: str, name: str) -> keras.Model:

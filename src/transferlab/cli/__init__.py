@@ -13,6 +13,7 @@
     transferlab explain MODEL IMAGES   Grad-CAM overlays        -> transferlab.evaluation.gradcam.explain()
     transferlab audit DIR              label errors, duplicates -> transferlab.audit()
     transferlab serve MODEL            HTTP prediction service  -> transferlab.serving.serve()
+    transferlab runs                   list runs and metrics    -> transferlab.rundir.list_runs()
 
 Each command group is a module here with a ``register(subparsers)`` function; :data:`COMMANDS`
 lists them, in the order ``--help`` shows them. A new command is a new module and one entry there.
@@ -27,7 +28,7 @@ import sys
 from typing import Sequence
 
 from transferlab import __version__
-from transferlab.cli import audit, compare, data, evaluate, export, extract, predict, serve, train
+from transferlab.cli import audit, compare, data, evaluate, export, extract, predict, runs, serve, train
 from transferlab.cli._common import ExitCode, global_options
 from transferlab.errors import TransferlabError
 from transferlab.progress import set_quiet
@@ -35,7 +36,7 @@ from transferlab.progress import set_quiet
 __all__ = ["COMMANDS", "ExitCode", "build_parser", "entry_point", "main"]
 
 COMMANDS = (data.register, extract.register, train.register, compare.register, evaluate.register,
-            predict.register, export.register, audit.register, serve.register)
+            predict.register, export.register, audit.register, serve.register, runs.register)
 
 
 def build_parser() -> argparse.ArgumentParser:

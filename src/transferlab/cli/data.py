@@ -45,7 +45,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     report = inspect_dataset(args.data, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                              seed=args.seed, workers=args.workers, show_progress=not args.json,
-                             recheck=args.recheck)
+                             recheck=args.recheck, cache_dir=args.cache_dir)
     if args.bad_files_out:
         with open(args.bad_files_out, "w", encoding="utf-8") as fh:
             fh.writelines(f"{b['path']}\t{b['reason']}\n" for b in report["bad_files"])
@@ -88,6 +88,8 @@ def register(subparsers) -> None:
     p.add_argument("--bad-files-out", metavar="FILE", help="also write the bad files (path<TAB>reason) to FILE")
     p.add_argument("--recheck", action="store_true",
                    help="decode every file again, even those unchanged since their last check")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="cache of file checks and features (default: TRANSFERLAB_CACHE_DIR or ~/.cache/transferlab)")
     add_split_args(p)
     p.set_defaults(func=_cmd_inspect)
 

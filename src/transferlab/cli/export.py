@@ -27,11 +27,14 @@ def format_table(summary: dict) -> str:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from transferlab._tf import quiet_native_logs
     from transferlab.export.exporter import export_run
 
-    summary = export_run(args.run, args.formats, calibration_images=args.calibration_images, data_root=args.data,
-                         safe_mode=not args.unsafe, show_progress=not (getattr(args, "quiet", False) or args.json),
-                         keep_failing=args.keep_failing)
+    quiet = getattr(args, "quiet", False)
+    with quiet_native_logs(quiet or args.json):  # the converters' C++ logs; they show if export fails
+        summary = export_run(args.run, args.formats, calibration_images=args.calibration_images, data_root=args.data,
+                             safe_mode=not args.unsafe, show_progress=not (quiet or args.json),
+                             keep_failing=args.keep_failing)
     if args.json:
         print_json(summary)
     else:

@@ -93,19 +93,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
             clf = train_selected(args.data, TrainConfig(**settings), tune=args.tune, tune_time=args.tune_time,
                                  folds=args.folds, show_progress=not args.quiet)
         else:
-            clf = train(args.data, TrainConfig(**settings), show_progress=not args.quiet, from_model=args.from_model)
+            clf = train(args.data, TrainConfig(**settings), show_progress=not args.quiet, from_model=args.from_model,
+                        overwrite=args.overwrite)
     except TrainingInterrupted as exc:
         print(f"\n{exc}", file=sys.stderr)
         return ExitCode.INTERRUPTED
     metrics = clf.metadata.get("metrics")
     if metrics:
+        # Without a test split the figures are on validation images, which chose the epoch: say so.
+        split_name = "Test" if metrics["split"] == "test" else "Validation"
         where = f"({metrics['split']} split, {metrics['num_samples']} images)"
+        if metrics["split"] != "test":
+            where += " (no test split: these images drove early stopping, so the figure is optimistic)"
         if is_imbalanced_report(metrics):  # accuracy hides a missed rare class: lead with what shows it
-            print(f"Test macro F1: {metrics['macro']['f1']:.4f}, balanced accuracy {metrics['macro']['recall']:.4f} "
-                  f"{where}; accuracy {metrics['accuracy']:.4f}")
+            print(f"{split_name} macro F1: {metrics['macro']['f1']:.4f}, balanced accuracy "
+                  f"{metrics['macro']['recall']:.4f} {where}; accuracy {metrics['accuracy']:.4f}")
             print("Per-class recall: " + ", ".join(f"{c} {v['recall']:.3f}" for c, v in metrics["per_class"].items()))
         else:
-            print(f"Test accuracy: {metrics['accuracy']:.4f} {where}")
+            print(f"{split_name} accuracy: {metrics['accuracy']:.4f} {where}")
             print("Per-class F1: " + ", ".join(f"{c} {v['f1']:.3f}" for c, v in metrics["per_class"].items()))
         if metrics.get("operating_point"):
             print(format_figures(metrics["operating_point"], metrics["split"]))
@@ -126,6 +131,8 @@ def register(subparsers) -> None:
                    help="start from a saved model (run dir or .keras): same classes continue, new classes get a "
                         "new head")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run of the same --name (its model and report are deleted)")
     p.add_argument("--tune", nargs="?", type=int, const=100, default=None, metavar="TRIALS",
                    help="first search the head's settings with Optuna on cached features (default 100 trials; "
                         "needs transferlab[tune]); the best go into config.json, every trial into trials.csv")

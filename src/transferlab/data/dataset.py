@@ -27,6 +27,7 @@ from transferlab.data.split import (
     split_warnings,
 )
 from transferlab.data.validate import check_files
+from transferlab.progress import plural
 
 logger = logging.getLogger("transferlab")
 
@@ -238,7 +239,7 @@ def load_dataset(
     warnings = split_warnings(((r.label, r.split) for r in records), class_names, expected)
     if duplicate_groups:
         warnings.append(f"{sum(len(g) for g in duplicate_groups)} files are byte-identical copies within a class "
-                        f"({len(duplicate_groups)} groups); copies are kept in the same split")
+                        f"({plural(len(duplicate_groups), 'group')}); copies are kept in the same split")
     if layout == "presplit":
         warnings.extend(_cross_split_leaks(records))
 
@@ -248,7 +249,10 @@ def load_dataset(
         problems=problems, warnings=warnings, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
     )
     if bad_files:
-        logger.warning("skipped %d bad file(s); each is listed with its reason in dataset.bad_files", len(bad_files))
+        shown = "; ".join(f"{display_path(b.path)}: {b.reason}" for b in bad_files[:3])
+        more = f"; and {len(bad_files) - 3} more" if len(bad_files) > 3 else ""
+        logger.warning("skipped %s (%s%s). `transferlab inspect` lists them all; a run writes them to "
+                       "bad_files.txt.", plural(len(bad_files), "unreadable file"), shown, more)
     if strict and problems:
         raise DatasetError(f"{source}: " + " ".join(problems))
     return dataset

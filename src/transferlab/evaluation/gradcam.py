@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from transferlab.errors import ConfigError, TransferlabError
+from transferlab.errors import ConfigError, TransferlabError, closest_name_hint
 
 logger = logging.getLogger("transferlab")
 
@@ -109,7 +109,10 @@ class _Explainer:
 def _explainer(clf) -> _Explainer:
     model = getattr(clf, "model", None)
     if model is None:
-        raise GradCamUnavailable("Grad-CAM needs a Keras model; this classifier runs another runtime.")
+        where = f" ({clf.run_dir})" if getattr(clf, "run_dir", None) else ""
+        raise GradCamUnavailable(f"Grad-CAM needs the Keras model, and this classifier runs {clf.runtime.name}: "
+                                 f"pass the run directory{where}, which holds model.keras, instead of the "
+                                 "exported file.")
     cached = getattr(clf, "_gradcam_explainer", None)
     if cached is None:
         cached = _Explainer(model)
@@ -254,7 +257,8 @@ def explain(model_path_or_clf, paths, out_dir: str | os.PathLike, class_name: st
     class_index = None
     if class_name is not None:
         if class_name not in clf.class_names:
-            raise ConfigError(f"Unknown class {class_name!r}; the model's classes: {', '.join(clf.class_names)}.")
+            raise ConfigError(f"Unknown class {class_name!r}.{closest_name_hint(class_name, clf.class_names)} "
+                              f"The model's classes: {', '.join(clf.class_names)}.")
         class_index = clf.class_names.index(class_name)
     _explainer(clf)  # fail before reading any image
     files = expand_paths(paths)
@@ -282,6 +286,7 @@ def explain(model_path_or_clf, paths, out_dir: str | os.PathLike, class_name: st
             used.add(unique)
             target = out / f"{unique}.png"
             Image.fromarray(overlay(_display(image), cam[0])).save(target)
-            logger.info("%s: %s %.3f -> %s", path, label, float(probs[0, idx[0]]), target)
+            # debug only: the CLI prints each written file once itself
+            logger.debug("%s: %s %.3f -> %s", path, label, float(probs[0, idx[0]]), target)
             written.append(target)
     return written

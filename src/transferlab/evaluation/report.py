@@ -237,7 +237,7 @@ def _settings(config: dict | None) -> str:
         return _section("settings", "Settings", _muted("No config.json in this run."))
     parts = []
     if isinstance(config.get("config"), dict):
-        parts.append("<h3>Training settings</h3>" + _kv_grid(config["config"]))
+        parts.append("<h3>Training settings</h3>" + _training_settings(config["config"]))
     if isinstance(config.get("backbone"), dict):
         parts.append("<h3>Backbone</h3>" + _kv_grid(config["backbone"]))
     strategy = (config.get("extras") or {}).get("strategy")
@@ -257,6 +257,20 @@ def _settings(config: dict | None) -> str:
     if rest:
         parts.append("<h3>Other</h3>" + _kv_grid(rest))
     return _section("settings", "Settings", "".join(parts))
+
+
+def _training_settings(settings: dict) -> str:
+    """The settings that applied, and a note naming those given but unused by the strategy."""
+    from transferlab.training.config import TrainConfig
+
+    try:
+        config = TrainConfig.from_dict(settings)
+    except (TypeError, ValueError):  # a config.json of another version: show it as it is
+        return _kv_grid(settings)
+    ignored = config.ignored_settings()
+    note = _muted("Given but not used (they apply only with strategy fine-tune or auto): "
+                  + ", ".join(ignored) + ".") if ignored else ""
+    return _kv_grid(config.applied_dict()) + note
 
 
 def _data(run: Path, config: dict | None, names: list[str]) -> str:

@@ -27,7 +27,7 @@ from transferlab.data.decode import ResizeConfig
 from transferlab.data.loader import background_pool, iter_file_batches
 from transferlab.errors import ConfigError
 from transferlab.features.cache import CacheDirError, FeatureCache, cache_writes
-from transferlab.progress import progress_bar
+from transferlab.progress import eta_clock, format_duration, progress_bar
 from transferlab.runtimes.exported import OnnxRuntime
 from transferlab.runtimes.keras import KerasRuntime
 
@@ -134,6 +134,36 @@ def _make_engine(kind: str, model, cache: FeatureCache, input_size: int):
         return KerasRuntime(model)
 
 
+RATE_FILE = "rate.json"
+
+
+def _announce(count: int, cache: FeatureCache) -> None:
+    """What extraction will cost, before it starts: the images, and the time at the rate measured
+    last time with this backbone setting (the progress line measures it anew after a few seconds)."""
+    try:
+        rate = float(json.loads((cache.directory / RATE_FILE).read_text())["images_per_second"])
+    except (OSError, ValueError, KeyError, TypeError):
+        rate = 0.0
+    if rate > 0:
+        seconds = count / rate
+        logger.info("Extracting features of %d image%s: about %s at the %.1f img/s measured last time with this "
+                    "backbone (ETA %s); Ctrl-C keeps what is done.", count, "" if count == 1 else "s",
+                    format_duration(seconds), rate, eta_clock(seconds))
+    else:
+        logger.info("Extracting features of %d image%s (once: they are cached); Ctrl-C keeps what is done.",
+                    count, "" if count == 1 else "s")
+
+
+def _record_rate(cache: FeatureCache, images: int, seconds: float) -> None:
+    if images < 16 or seconds <= 0:  # too few to be a rate
+        return
+    try:
+        atomic_write_bytes(cache.directory / RATE_FILE,
+                           json.dumps({"images_per_second": round(images / seconds, 2)}).encode())
+    except OSError:  # only an estimate for next time: never fail the extraction for it
+        pass
+
+
 def extract_features(
     paths: Sequence[str],
     keys: Sequence[str],
@@ -189,9 +219,11 @@ def extract_features(
                 result.misses, "" if result.misses == 1 else "es", cache.directory)
     if not todo:
         return result
+    _announce(len(todo), cache)
 
     start = time.perf_counter()
     runner = _make_engine(engine, model, cache, resize.size)
+    ready = time.perf_counter()
     if runner.name == "onnx":
         result.parity_max_abs_diff = runner.recorded_parity()
         if result.parity_max_abs_diff is not None and result.parity_max_abs_diff > parity_tolerance:
@@ -235,5 +267,6 @@ def extract_features(
             writes.popleft().result()  # a failed cache write fails the extraction, as before
     result.engine = runner.name
     result.seconds = time.perf_counter() - start
+    _record_rate(cache, len(done), time.perf_counter() - ready)
     result.failed = sorted(row for i, key in enumerate(todo) if i not in done for row in rows_by_key[key])
     return result

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
 
 from transferlab._keras import keras
 from transferlab.errors import MissingDependencyError
-from transferlab.progress import progress_bar
+from transferlab.progress import eta_clock, format_duration, progress_bar
 
-__all__ = ["EpochProgress", "tensorboard_callback", "TENSORBOARD_DIR"]
+__all__ = ["CostEstimate", "EpochProgress", "tensorboard_callback", "TENSORBOARD_DIR"]
+
+logger = logging.getLogger("transferlab")
 
 TENSORBOARD_DIR = "tensorboard"
 _SHOWN = (("loss", "loss"), ("accuracy", "acc"), ("val_loss", "val_loss"), ("val_accuracy", "val_acc"))
@@ -76,6 +79,50 @@ class EpochProgress(keras.callbacks.Callback):
         if self._context is not None:
             context, self._context, self._bar = self._context, None, None
             context.__exit__(None, None, None)
+
+
+class CostEstimate(keras.callbacks.Callback):
+    """Says once, a few steps into the first epoch, what the whole phase will cost.
+
+    The first ``skip_steps`` steps are not timed (they include tracing); the next
+    ``probe_steps`` give the seconds per step, hence per epoch (plus the validation pass:
+    ``val_fraction`` of the training images at a third of a training step's cost, forward only)
+    and for all the epochs still planned, so a user can stop a run that would take too long.
+    """
+
+    def __init__(self, desc: str = "Fine-tuning", *, val_fraction: float = 0.0, skip_steps: int = 2,
+                 probe_steps: int = 6):
+        super().__init__()
+        self.desc, self.val_fraction, self.skip_steps, self.probe_steps = desc, val_fraction, skip_steps, probe_steps
+        self.epoch_seconds: float | None = None
+        self._start: float | None = None
+        self._first_epoch: int | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        steps = int(self.params.get("steps") or 0)
+        skip = self.skip_steps if steps > self.skip_steps + 1 else 0
+        if self._start is None and self.epoch_seconds is None and batch == skip:
+            self._start, self._skip = time.perf_counter(), skip
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._start is None or self.epoch_seconds is not None:
+            return
+        steps = int(self.params.get("steps") or 0)
+        timed = batch + 1 - self._skip
+        if timed < self.probe_steps and batch + 1 < steps:
+            return
+        per_step = (time.perf_counter() - self._start) / max(1, timed)
+        self.epoch_seconds = per_step * steps * (1.0 + self.val_fraction / 3.0)
+        epochs = int(self.params.get("epochs") or 0) - (self._first_epoch or 0)
+        left = self.epoch_seconds * epochs - per_step * (batch + 1)
+        logger.info("%s: about %s per epoch (measured on the first steps); up to %d epoch%s: about %s (ETA %s). "
+                    "Early stopping may end it sooner; Ctrl-C keeps the last finished epoch.", self.desc,
+                    format_duration(self.epoch_seconds), epochs, "" if epochs == 1 else "s",
+                    format_duration(left), eta_clock(left))
 
 
 def tensorboard_callback(run_dir: str | os.PathLike, **kwargs) -> keras.callbacks.TensorBoard:

@@ -226,6 +226,11 @@ class TrainConfig:
         defaults = TrainConfig()
         return [name for name in FINE_TUNE_SETTINGS if getattr(self, name) != getattr(defaults, name)]
 
+    def applied_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the settings this strategy does not use (what a report lists)."""
+        unused = () if self.strategy in ("fine-tune", "auto") else FINE_TUNE_SETTINGS
+        return {k: v for k, v in self.to_dict().items() if k not in unused}
+
 
 def field_type(f: dataclasses.Field) -> type:
     """The non-None type of a field (``int | None`` -> int)."""

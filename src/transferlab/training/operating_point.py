@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from transferlab.errors import ConfigError
+from transferlab.errors import ConfigError, closest_name_hint
 
 UNCERTAIN = "uncertain"
 EXTRAS_KEY = "operating_point"
@@ -83,8 +83,9 @@ def good_index(class_names: Sequence[str], good_class: str) -> int:
     """Index of ``good_class`` in ``class_names``; a :class:`ConfigError` naming the classes otherwise."""
     names = list(class_names)
     if good_class not in names:
-        raise ConfigError(f"good_class {good_class!r} is not one of the classes: {', '.join(names)}. "
-                          "Pass the defect-free class's folder name to --good-class.")
+        raise ConfigError(f"good_class {good_class!r} is not one of the classes: {', '.join(names)}."
+                          f"{closest_name_hint(good_class, names)} Pass the defect-free class's folder name to "
+                          "--good-class.")
     return names.index(good_class)
 
 
