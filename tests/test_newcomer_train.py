@@ -216,3 +216,17 @@ def test_export_quiet_shows_no_converter_chatter(tiny, capfd):
     assert main(["export", str(root / "runs" / "exported-quietly"), "--format", "tflite", "-q"]) == 0
     err = capfd.readouterr().err
     assert "I0000" not in err and "W0000" not in err and "INFO: " not in err, err
+
+
+def test_report_says_why_the_losses_differ_and_marks_the_kept_epochs(tiny):
+    from transferlab.evaluation.plots import kept_epochs
+
+    root, backbone, _ = tiny
+    assert main(_args(root, backbone, "curves")) == 0
+
+    history = {"val_loss": [0.9, 0.5, 0.7, 0.8, 0.6, 0.4, 0.45]}
+    assert kept_epochs(history, [4]) == [1, 5]  # per phase: head epoch 2, fine-tune epoch 6
+    assert kept_epochs({"loss": [1.0]}) == []
+    html = (root / "runs" / "curves" / "report.html").read_text()
+    curves = html[html.index('id="curves"'):]
+    assert "label smoothing 0.1" in curves and "plain log-loss" in curves and "early stopping kept" in curves

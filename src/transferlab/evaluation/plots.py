@@ -120,6 +120,8 @@ def plot_training_curves(
     phase_boundaries : sequence of int, default ()
         Number of epochs completed when each new phase began (e.g. ``[5]`` when fine-tuning
         started after 5 head-only epochs). Drawn as dashed lines between epoch b and b + 1.
+        The epoch of each phase with the lowest validation loss (what early stopping kept) is
+        marked with a star.
 
     Returns
     -------
@@ -150,6 +152,11 @@ def plot_training_curves(
         for k, b in enumerate(phase_boundaries):
             ax.axvline(b + 0.5, color="grey", linestyle="--", linewidth=1,
                        label="phase change" if k == 0 else None)
+        for k, epoch in enumerate(kept_epochs(history, phase_boundaries)):
+            values = history.get(f"val_{key}") or history.get(key)
+            if values is not None and epoch < len(values) and np.isfinite(values[epoch]):
+                ax.plot(epoch + 1, values[epoch], marker="*", markersize=13, color="black", linestyle="none",
+                        label="kept (best validation loss)" if k == 0 else None, zorder=5)
         ax.set_title(label)
         ax.set_xlabel("Epoch")
         ax.set_ylabel(label)
@@ -157,6 +164,18 @@ def plot_training_curves(
         ax.grid(True, alpha=0.3)
         ax.legend()
     return _save(fig, path)
+
+
+def kept_epochs(history: Mapping[str, Sequence[float]], phase_boundaries: Sequence[int] = ()) -> list[int]:
+    """0-based epoch of the lowest validation loss in each phase: the weights early stopping restored."""
+    losses = np.asarray(history.get("val_loss") or [], dtype=np.float64)
+    edges = [0, *phase_boundaries, len(losses)]
+    kept = []
+    for start, end in zip(edges[:-1], edges[1:]):
+        segment = losses[start:end]
+        if len(segment) and np.isfinite(segment).any():
+            kept.append(start + int(np.nanargmin(segment)))
+    return kept
 
 
 def plot_precision_recall(

@@ -311,20 +311,28 @@ def _fresh(picture: Path, source: Path) -> bool:
     return picture.is_file() and (not source.exists() or picture.stat().st_mtime >= source.stat().st_mtime)
 
 
-def _curves(run: Path, tmp: Path) -> str:
+def _curves(run: Path, tmp: Path, config: dict | None = None) -> str:
     from transferlab.evaluation.plots import plot_training_curves
 
+    smoothing = ((config or {}).get("config") or {}).get("label_smoothing") or 0.0
+    # Why the curves' loss and the summary's differ, and what the stars are.
+    note = _muted("The star marks each phase's epoch with the lowest validation loss: the weights early stopping "
+                  "kept." + (f" The curves' loss is the training loss with label smoothing {smoothing:g}; the "
+                             "summary's loss is the plain log-loss of the evaluated split, so it is lower."
+                             if smoothing else ""))
     if _fresh(run / rundir.TRAINING_CURVES_FILE, run / rundir.HISTORY_FILE):
-        return _section("curves", "Training curves", _img_file(run / rundir.TRAINING_CURVES_FILE, "training curves"))
+        return _section("curves", "Training curves",
+                        _img_file(run / rundir.TRAINING_CURVES_FILE, "training curves") + note)
     history, boundaries = _read_history(run / rundir.HISTORY_FILE)
     try:
         if history:
             figure = plot_training_curves(history, tmp / "curves.png", phase_boundaries=boundaries)
-            return _section("curves", "Training curves", _img_file(figure, "training curves"))
+            return _section("curves", "Training curves", _img_file(figure, "training curves") + note)
     except ValueError as exc:
         logger.warning("cannot plot history.csv: %s", exc)
     if (run / rundir.TRAINING_CURVES_FILE).is_file():
-        return _section("curves", "Training curves", _img_file(run / rundir.TRAINING_CURVES_FILE, "training curves"))
+        return _section("curves", "Training curves",
+                        _img_file(run / rundir.TRAINING_CURVES_FILE, "training curves") + note)
     return _section("curves", "Training curves", _muted("No training history in this run."))
 
 
@@ -565,7 +573,7 @@ def write_report(run_dir: str | os.PathLike, *, max_gallery: int = 48,
     with tempfile.TemporaryDirectory(prefix="transferlab-report-") as tmp:
         sections = [  # results first, then how they were obtained
             _summary(config, metrics), _selection(run), _operating_point(run, metrics), _per_class(metrics), _confusion(metrics, names, Path(tmp), run),
-            _confused_pairs(metrics), mistakes, _curves(run, Path(tmp)), _data(run, config, names), _settings(config),
+            _confused_pairs(metrics), mistakes, _curves(run, Path(tmp), config), _data(run, config, names), _settings(config),
         ]
     created = (config or {}).get("created", "")
     has_point = bool((metrics or {}).get("operating_point"))
