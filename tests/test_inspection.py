@@ -199,7 +199,7 @@ def test_uncertain_outcome_and_its_share(run, capsys):
     assert "uncertain (top probability < 1): 8 of 8 (100.0%)" in err
     assert main(["predict", str(clf.run_dir), str(data / "hole"), "--format", "csv", "--argmax"]) == 0
     rows = list(csv.DictReader(capsys.readouterr()[0].splitlines()))
-    assert all(r["outcome"] == r["label"] for r in rows)
+    assert all(r["outcome"] == r["predicted"] for r in rows)
 
 
 def test_model_card_carries_the_decision_and_a_bare_export_applies_it(run, tmp_path):
