@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -269,3 +271,30 @@ def test_evaluate_cache_dir(tiny, tmp_path, monkeypatch):
     cache = tmp_path / "my-cache"
     assert main(["evaluate", str(model), str(data), "--cache-dir", str(cache), "--out", str(tmp_path / "ev")]) == 0
     assert (cache / "file_checks.sqlite3").is_file()
+
+
+# ------------------------------------------------------------------ item 10: TFLite chatter
+def test_tflite_predict_quiet_prints_no_interpreter_chatter(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from helpers import save_tiny_cnn
+
+    data = make_class_folders(tmp_path / "data", {"red": 2, "green": 2})
+    model = keras.models.load_model(save_tiny_cnn(tmp_path / "tiny.keras", num_classes=2))
+    path = tmp_path / "model" / "model.tflite"
+    path.parent.mkdir()
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    fake_run(tmp_path / "model")  # labels and resize beside it (its ONNX twin is not used)
+
+    def predict(level: str | None) -> subprocess.CompletedProcess:
+        # A fresh process: the interpreter announces its delegate once per process, from C++.
+        env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+        env.update({"TF_CPP_MIN_LOG_LEVEL": level} if level else {})
+        return subprocess.run([sys.executable, "-m", "transferlab", "-q", "predict", str(path), str(data),
+                               "--format", "csv"], capture_output=True, text=True, timeout=120, env=env)
+
+    quiet = predict(None)
+    assert quiet.returncode == 0 and len(quiet.stdout.splitlines()) == 5, quiet.stderr
+    assert "XNNPACK" not in quiet.stderr and "INFO" not in quiet.stderr, quiet.stderr
+    assert "XNNPACK" in predict("0").stderr  # asked for: shown

@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from transferlab.errors import MissingDependencyError
 
@@ -26,16 +26,13 @@ _STARTUP_NOISE = (
 
 
 @contextmanager
-def _startup_chatter_filtered() -> Iterator[None]:
-    """While TensorFlow is first imported, send file descriptor 2 to a temporary file, then pass
-    on what was written there except the start-up lines above (warnings and errors still show).
+def stderr_filtered(noise: Sequence[str]) -> Iterator[None]:
+    """Send file descriptor 2 to a temporary file for the block, then pass on what was written
+    there except the lines containing one of ``noise``.
 
-    Only when the user has not asked for TensorFlow's info logs (``TF_CPP_MIN_LOG_LEVEL`` >= 1).
+    For C++ libraries (TensorFlow, LiteRT) that print info lines straight to the descriptor,
+    past Python's ``sys.stderr`` and logging. Warnings and errors still show.
     """
-    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")
-    if "tensorflow" in sys.modules or not level.isdigit() or int(level) < 1:
-        yield
-        return
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -55,10 +52,24 @@ def _startup_chatter_filtered() -> Iterator[None]:
             os.close(saved)
             captured.seek(0)
             text = captured.read().decode("utf-8", errors="replace")
-            kept = [line for line in text.splitlines(keepends=True) if not any(m in line for m in _STARTUP_NOISE)]
+            kept = [line for line in text.splitlines(keepends=True) if not any(m in line for m in noise)]
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
+
+
+@contextmanager
+def _startup_chatter_filtered() -> Iterator[None]:
+    """While TensorFlow is first imported, hide the start-up lines above (:func:`stderr_filtered`).
+
+    Only when the user has not asked for TensorFlow's info logs (``TF_CPP_MIN_LOG_LEVEL`` >= 1).
+    """
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")
+    if "tensorflow" in sys.modules or not level.isdigit() or int(level) < 1:
+        yield
+        return
+    with stderr_filtered(_STARTUP_NOISE):
+        yield
 
 
 def import_tf():
