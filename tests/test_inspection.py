@@ -224,7 +224,7 @@ def test_model_card_carries_the_decision_and_a_bare_export_applies_it(run, tmp_p
 
 def test_evaluate_reports_the_figures_at_the_saved_point(run, tmp_path):
     root, data, clf = run
-    report = transferlab.evaluate(clf.run_dir, data, show_progress=False, out_dir=tmp_path / "eval")
+    report = transferlab.evaluate(clf.run_dir, data, split="all", show_progress=False, out_dir=tmp_path / "eval")
     op = report["operating_point"]
     assert op["images"] == 56 and op["defective"] == 16 and op["good"] == 40
     assert op["threshold"] == clf.decision.threshold and op["rule"]["chosen_on"] == "val"

@@ -85,7 +85,7 @@ def evaluate_predictor(clf, data: str | os.PathLike | ImageDataset, *, batch_siz
 
     Returns:
         The :func:`~transferlab.evaluation.metrics.classification_report` dict, plus
-        ``skipped_files`` (unreadable images), ``data``, ``split`` (when given),
+        ``skipped_files`` (unreadable images), ``data``, ``split`` (when train/val/test),
         ``seen_in_training`` (how many images of the selected data the model trained on) and
         ``seen_in_training_included`` (whether they are in the figures).
     """
@@ -110,7 +110,7 @@ def evaluate_predictor(clf, data: str | os.PathLike | ImageDataset, *, batch_siz
     report = classification_report(labels[keep], probs[keep], clf.class_names)
     report["skipped_files"] = [display_path(paths[i]) for i in np.flatnonzero(~keep)]
     report["data"] = str(dataset.root)
-    if split:
+    if split in SPLITS:  # "all" is not a split of the data: figures are titled as for the default
         report["split"] = split
     report["seen_in_training"] = n_seen
     report["seen_in_training_included"] = split is not None
@@ -121,7 +121,7 @@ def evaluate_predictor(clf, data: str | os.PathLike | ImageDataset, *, batch_siz
     decision = getattr(clf, "decision", None)
     if decision is not None and decision.active and keep.any():  # the figures at the saved operating point
         report["operating_point"], jobs = operating_point_outputs(out_dir or ".", decision, probs[keep], labels[keep],
-                                                                  clf.class_names, split or "evaluated")
+                                                                  clf.class_names, report.get("split", "evaluated"))
     if out_dir is not None:
         out = Path(out_dir)
         kept = [r for r, k in zip(records, keep) if k]

@@ -112,13 +112,6 @@ def format_summary(report: dict[str, Any]) -> str:
     and whether they are in the figures.
     """
     lines = [f"samples: {report['num_samples']}"]
-    seen = report.get("seen_in_training") or 0
-    if seen and report.get("seen_in_training_included"):
-        lines.append(f"warning: {seen} of these {report['num_samples']} images were used to train this model, so "
-                     "the figures are optimistic; without --split only held-out images are evaluated")
-    elif seen:
-        lines.append(f"held-out images only: left out {seen} image(s) the model was trained on "
-                     "(--split all includes them)")
     if is_imbalanced_report(report):
         lines += [
             f"macro F1: {report['macro']['f1']:.4f}   balanced accuracy (mean recall): "
@@ -129,6 +122,13 @@ def format_summary(report: dict[str, Any]) -> str:
     else:
         lines.append(f"accuracy: {report['accuracy']:.4f}   loss: {report['loss']:.4f}   "
                      f"macro F1: {report['macro']['f1']:.4f}")
+    seen = report.get("seen_in_training") or 0
+    if seen and report.get("seen_in_training_included"):
+        lines.append(f"warning: {seen} of these {report['num_samples']} images were used to train this model, so "
+                     "the figures are optimistic; without --split only held-out images are evaluated")
+    elif seen:
+        lines.append(f"held-out images only: left out {seen} image(s) the model was trained on "
+                     "(--split all includes them)")
     if report.get("operating_point"):
         from transferlab.training.operating_point import format_figures
 
