@@ -121,7 +121,7 @@ def feature_maps(clf, images_uint8: np.ndarray) -> np.ndarray:
     """The 4-D feature maps Grad-CAM explains, (N, h, w, C) float32, for RGB images 0..255."""
     import tensorflow as tf
 
-    from transferlab.inference import images_to_batch
+    from transferlab.data.arrays import images_to_batch
 
     explainer = _explainer(clf)
     batch = images_to_batch(images_uint8, clf.resize).astype(np.float32)
