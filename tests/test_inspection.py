@@ -199,7 +199,7 @@ def test_uncertain_outcome_and_its_share(run, capsys):
     assert "uncertain (top probability < 1): 8 of 8 (100.0%)" in err
     assert main(["predict", str(clf.run_dir), str(data / "hole"), "--format", "csv", "--argmax"]) == 0
     rows = list(csv.DictReader(capsys.readouterr()[0].splitlines()))
-    assert all(r["outcome"] == r["label"] for r in rows)
+    assert all(r["outcome"] == r["predicted"] for r in rows)
 
 
 def test_model_card_carries_the_decision_and_a_bare_export_applies_it(run, tmp_path):
@@ -224,7 +224,7 @@ def test_model_card_carries_the_decision_and_a_bare_export_applies_it(run, tmp_p
 
 def test_evaluate_reports_the_figures_at_the_saved_point(run, tmp_path):
     root, data, clf = run
-    report = transferlab.evaluate(clf.run_dir, data, show_progress=False, out_dir=tmp_path / "eval")
+    report = transferlab.evaluate(clf.run_dir, data, split="all", show_progress=False, out_dir=tmp_path / "eval")
     op = report["operating_point"]
     assert op["images"] == 56 and op["defective"] == 16 and op["good"] == 40
     assert op["threshold"] == clf.decision.threshold and op["rule"]["chosen_on"] == "val"

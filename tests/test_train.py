@@ -65,7 +65,7 @@ def test_same_seed_same_metrics_and_warm_cache(setup):
 def test_evaluate_and_predict_every_way(setup, tmp_path):
     root, backbone, data = setup
     clf = _train(root, backbone, data, "use", learning_rate=0.05, batch_size=4, dropout=0.0, epochs=60, patience=30)
-    report = transferlab.evaluate(clf.run_dir, data)
+    report = transferlab.evaluate(clf.run_dir, data, split="all")  # every image, training ones included
     assert report["num_samples"] == 42 and report["accuracy"] > 0.5  # the tint makes the classes separable
     paths = sorted(str(p) for p in (data / "red").glob("*.png"))[:3]
     preds = transferlab.load(clf.run_dir).predict(paths + [str(data / "green" / "broken.jpg")], top_k=2)

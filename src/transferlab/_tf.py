@@ -12,7 +12,7 @@ import re
 import sys
 import tempfile
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from transferlab.errors import MissingDependencyError
 
@@ -64,6 +64,13 @@ def native_stderr_filtered(drop: Callable[[str], bool]) -> Iterator[None]:
 
 
 @contextmanager
+def stderr_filtered(noise: Sequence[str]) -> Iterator[None]:
+    """:func:`native_stderr_filtered` dropping the lines that contain one of ``noise``."""
+    with native_stderr_filtered(lambda line: any(m in line for m in noise)):
+        yield
+
+
+@contextmanager
 def _startup_chatter_filtered() -> Iterator[None]:
     """While TensorFlow is first imported, drop its start-up lines above (warnings and errors
     still show); only when the user has not asked for its info logs (``TF_CPP_MIN_LOG_LEVEL`` >= 1)."""
@@ -71,7 +78,7 @@ def _startup_chatter_filtered() -> Iterator[None]:
     if "tensorflow" in sys.modules or not level.isdigit() or int(level) < 1:
         yield
         return
-    with native_stderr_filtered(lambda line: any(m in line for m in _STARTUP_NOISE)):
+    with stderr_filtered(_STARTUP_NOISE):
         yield
 
 

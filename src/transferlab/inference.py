@@ -18,44 +18,80 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from transferlab.data.decode import ImageDecodeError, ResizeConfig, resize_image
+from transferlab.data.arrays import images_to_batch, is_image_input
+from transferlab.data.decode import ImageDecodeError, ResizeConfig
 from transferlab.data.files import describe, display_path
 from transferlab.data.loader import iter_file_batches
 from transferlab.data.sources import walk_entries
 from transferlab.errors import ConfigError, MissingFileError, ModelFormatError
 from transferlab.progress import progress_bar
 from transferlab.rundir import CONFIG_FILE, LABELS_FILE, MODEL_CARD_FILE, MODEL_FILE, read_json, read_labels
-from transferlab.runtimes.base import as_dtype
 from transferlab.training.operating_point import UNCERTAIN, DecisionRule, decide
 
 logger = logging.getLogger("transferlab")
 
 
-
 @dataclass
 class Prediction:
-    """The answer for one image: best label and probability, the top-k, or the error.
+    """The answer for one image: predicted class and its probability, the top-k, or the error.
 
-    ``label`` is the class the model's decision rule gives (the argmax, or the operating point's
-    answer when the run has one). ``outcome`` is what to act on: ``label``, or "uncertain" when
-    the top probability is below the rule's ``uncertain_below`` (a person should look; ``label``
-    still holds the model's answer). None for unreadable files.
+    ``predicted`` is the class the model's decision rule gives (the argmax, or the operating
+    point's answer when the run has one). ``outcome`` is what to act on: ``predicted``, or
+    "uncertain" when the top probability is below the rule's ``uncertain_below`` (a person should
+    look; ``predicted`` still holds the model's answer). None for unreadable files.
+
+    The vocabulary is the run's ``predictions.csv``'s: ``label`` is a true class, ``predicted``
+    the model's answer. ``label`` is kept here as a read-only alias of ``predicted`` for code
+    written before the rename.
     """
 
     source: str
-    label: str | None = None
+    predicted: str | None = None
     probability: float | None = None
     top_k: list[tuple[str, float]] = field(default_factory=list)
     error: str | None = None
     outcome: str | None = None
 
+    @property
+    def label(self) -> str | None:
+        """The predicted class (old name of :attr:`predicted`)."""
+        return self.predicted
+
     def to_dict(self) -> dict:
+        """``{"source", "predicted", "probability", "top_k": [{"class", "probability"}], "error", "outcome"}``."""
         data = asdict(self)
-        data["top_k"] = [{"label": label, "probability": p} for label, p in self.top_k]
+        data["top_k"] = [{"class": name, "probability": p} for name, p in self.top_k]
         return data
 
 
 # ------------------------------------------------------------------ inputs
+# Decoder verdicts (:mod:`transferlab.data.decode`) meaning "not an image file at all", not "a broken image".
+NOT_IMAGE_REASONS = ("not an image", "unsupported image format")
+
+
+def _expand(items) -> list[tuple[str, str | None, bool]]:
+    """:func:`expand_entries` plus whether each path was named (a file or a glob match: True)
+    or found inside a folder (False)."""
+    if isinstance(items, (str, os.PathLike)):
+        items = [items]
+    entries: list[tuple[str, str | None, bool]] = []
+    for item in items:
+        text = os.fspath(item)
+        found = describe(text)
+        if found.kind == "dir":
+            entries.extend((str(f), problem, False) for f, problem in walk_entries(Path(text)))
+        elif found.kind == "file" or os.path.lexists(text):
+            entries.append((text, found.reason or None, True))
+        elif any(ch in text for ch in "*?["):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                raise MissingFileError(f"No file matches the pattern {display_path(text)!r}.")
+            entries.extend((m, describe(m).reason or None, True) for m in matches if describe(m).kind != "dir")
+        else:
+            raise MissingFileError(f"No such file or folder: {display_path(text)}")
+    return entries
+
+
 def expand_entries(items: str | os.PathLike | Iterable[str | os.PathLike]) -> list[tuple[str, str | None]]:
     """Files, folders (searched recursively, hidden files skipped) and globs -> ``(path, problem)``.
 
@@ -63,24 +99,7 @@ def expand_entries(items: str | os.PathLike | Iterable[str | os.PathLike]) -> li
     that loops or points nowhere, ...: see :func:`transferlab.data.sources.walk_entries`); such
     paths are never opened. A named path that is not there raises FileNotFoundError.
     """
-    if isinstance(items, (str, os.PathLike)):
-        items = [items]
-    entries: list[tuple[str, str | None]] = []
-    for item in items:
-        text = os.fspath(item)
-        found = describe(text)
-        if found.kind == "dir":
-            entries.extend((str(f), problem) for f, problem in walk_entries(Path(text)))
-        elif found.kind == "file" or os.path.lexists(text):
-            entries.append((text, found.reason or None))
-        elif any(ch in text for ch in "*?["):
-            matches = sorted(glob.glob(text, recursive=True))
-            if not matches:
-                raise MissingFileError(f"No file matches the pattern {display_path(text)!r}.")
-            entries.extend((m, describe(m).reason or None) for m in matches if describe(m).kind != "dir")
-        else:
-            raise MissingFileError(f"No such file or folder: {display_path(text)}")
-    return entries
+    return [(path, problem) for path, problem, _ in _expand(items)]
 
 
 def expand_paths(items: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
@@ -92,24 +111,6 @@ def expand_paths(items: str | os.PathLike | Iterable[str | os.PathLike]) -> list
         else:
             logger.warning("skipped %s: %s", display_path(path), problem)
     return files
-
-
-def _as_uint8_batch(images: np.ndarray, resize: ResizeConfig) -> np.ndarray:
-    """Arrays (H, W, 3) or (N, H, W, 3) in 0..255 -> uint8 (N, S, S, 3), resized like files."""
-    from PIL import Image
-
-    arr = np.asarray(images)
-    if arr.ndim == 3:
-        arr = arr[None]
-    if arr.ndim != 4 or arr.shape[-1] != 3:
-        raise ConfigError(f"Expected RGB images of shape (N, H, W, 3) or (H, W, 3), got {arr.shape}.")
-    arr = as_dtype(arr, np.uint8)
-    size = resize.size
-    if arr.shape[1:3] == (size, size):
-        return arr
-    return np.stack([resize_image(Image.fromarray(a), (size, size), mode=resize.mode,
-                                  interpolation=resize.interpolation, crop_fraction=resize.crop_fraction)
-                     for a in arr])
 
 
 # ------------------------------------------------------------------ classifier
@@ -162,35 +163,111 @@ class Predictor:
         return probs, errors
 
     def predict_proba(self, images, *, batch_size: int = 32) -> np.ndarray:
-        """Probabilities (N, C) for arrays (N, H, W, 3) / (H, W, 3) or paths; any unreadable file raises."""
-        if isinstance(images, np.ndarray):
-            batch = _as_uint8_batch(images, self.resize)
-            return np.concatenate([self.runtime(batch[i:i + batch_size]) for i in range(0, len(batch), batch_size)])
-        paths = expand_paths(images)
-        probs, errors = self.predict_files(paths, batch_size=batch_size)
+        """Class probabilities (N, C), columns in :attr:`class_names` order.
+
+        Args:
+            images: paths (files, folders searched recursively, globs) or pixels:
+
+                * a NumPy array (H, W, 3) or a batch (N, H, W, 3); grayscale (H, W) / (N, H, W) /
+                  (..., 1) is expanded to RGB, RGBA (..., 4) composited over white, as for files.
+                  A 3-D array whose last axis is 1, 3 or 4 is one image, otherwise a grayscale batch;
+                * a PIL image, or a list of arrays and PIL images, of any sizes;
+                * a list of paths. A list mixing paths and pixels is refused (ConfigError).
+
+                Pixel values: uint8 0..255; other integers must lie in 0..255; floats are 0..1
+                when every value of the input lies in [0, 1] (the NumPy/Keras ``x / 255``
+                convention), else 0..255. Negative floats or values above 255 (normalised
+                inputs) raise ConfigError. Every image is resized like a training file
+                (:attr:`resize`), so any size works.
+            batch_size: images per model call (default 32).
+
+        Returns:
+            float32 (N, C). An empty input gives an empty (0, C) array. Files found in folders
+            that are not images at all (``notes.txt``) are skipped with a logged warning; any
+            other unreadable file raises :class:`~transferlab.data.decode.ImageDecodeError`.
+        """
+        if is_image_input(images):
+            batch = images_to_batch(images, self.resize)
+            return self._run_batches(batch, batch_size)
+        paths, probs, errors = self._predict_paths(images, batch_size, show_progress=False)
         if errors:
             i = min(errors)
             raise ImageDecodeError(paths[i], errors[i])
         return probs
 
-    def predict(self, images, *, top_k: int = 1, batch_size: int = 32,
-                show_progress: bool = False) -> list[Prediction]:
-        """Classify files, folders, globs or arrays; unreadable files get a Prediction with ``error``."""
-        top_k = max(1, min(top_k, len(self.class_names)))
-        if isinstance(images, np.ndarray):
-            probs = self.predict_proba(images, batch_size=batch_size)
-            return [self._prediction(f"array[{i}]", p, top_k) for i, p in enumerate(probs)]
-        entries = expand_entries(images)
-        readable = [i for i, (_, problem) in enumerate(entries) if problem is None]
+    def _run_batches(self, batch: np.ndarray, batch_size: int) -> np.ndarray:
+        parts = [self.runtime(batch[i:i + batch_size]) for i in range(0, len(batch), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.class_names)), np.float32)
+
+    def _predict_paths(self, images, batch_size: int,
+                       show_progress: bool) -> tuple[list[str], np.ndarray, dict[int, str]]:
+        """Expand, read and run paths: ``(paths, probabilities (N, C), {index: reason})``.
+
+        Files found inside folders that are not images at all (see :data:`NOT_IMAGE_REASONS`)
+        are left out with a logged warning, as training leaves them out; named files never are.
+        """
+        entries = _expand(images)
+        readable = [i for i, (_, problem, _) in enumerate(entries) if problem is None]
         probs, read_errors = self.predict_files([entries[i][0] for i in readable], batch_size=batch_size,
                                                 show_progress=show_progress)
-        errors = {i: problem for i, (_, problem) in enumerate(entries) if problem is not None}
+        errors = {i: problem for i, (_, problem, _) in enumerate(entries) if problem is not None}
         errors.update({readable[j]: reason for j, reason in read_errors.items()})
-        rows = {i: j for j, i in enumerate(readable)}
+        full = np.zeros((len(entries), len(self.class_names)), np.float32)
+        full[readable] = probs
+        skipped = {i for i, reason in errors.items() if not entries[i][2] and reason.startswith(NOT_IMAGE_REASONS)}
+        for i in sorted(skipped):
+            logger.warning("skipped %s: %s", display_path(entries[i][0]), errors[i])
+        keep = [i for i in range(len(entries)) if i not in skipped]
+        kept_errors = {k: errors[i] for k, i in enumerate(keep) if i in errors}
+        return [entries[i][0] for i in keep], full[keep], kept_errors
+
+    def predict(self, images, *, top_k: int = 1, batch_size: int = 32,
+                show_progress: bool = False) -> list[Prediction]:
+        """Classify images: one :class:`Prediction` per image, in input order.
+
+        Args:
+            images: paths, folders, globs, arrays or PIL images, as for :meth:`predict_proba`.
+                Files inside folders that are not images at all (by content: ``notes.txt``,
+                ``Thumbs.db``) are skipped with a logged warning, as in training; a file named
+                explicitly that cannot be read gets a Prediction with ``error`` set.
+            top_k: classes ranked in ``Prediction.top_k`` (default 1); at least 1 (ConfigError
+                otherwise), more than the model's classes gives all of them.
+            batch_size: images per model call (default 32).
+            show_progress: a progress bar over the files.
+
+        Returns:
+            Predictions; ``source`` is the path, ``array[i]`` for arrays and PIL images.
+        """
+        top_k = self._check_top_k(top_k)
+        if is_image_input(images):
+            probs = self.predict_proba(images, batch_size=batch_size)
+            return [self._prediction(f"array[{i}]", p, top_k) for i, p in enumerate(probs)]
+        paths, probs, errors = self._predict_paths(images, batch_size, show_progress)
         for i, reason in sorted(errors.items()):
-            logger.warning("cannot read %s: %s", display_path(entries[i][0]), reason)
-        return [Prediction(path, error=errors[i]) if i in errors else self._prediction(path, probs[rows[i]], top_k)
-                for i, (path, _) in enumerate(entries)]
+            logger.warning("cannot read %s: %s", display_path(paths[i]), reason)
+        return [Prediction(path, error=errors[i]) if i in errors else self._prediction(path, probs[i], top_k)
+                for i, path in enumerate(paths)]
+
+    def predict_labels(self, images, *, batch_size: int = 32, outcome: bool = False) -> np.ndarray:
+        """Predicted class names as a NumPy array of str (N,), as scikit-learn's ``predict`` gives.
+
+        The same answers as :meth:`predict` (the run's decision rule applies); with
+        ``outcome=True`` "uncertain" where the rule's reject option says a person should look.
+        Inputs as for :meth:`predict_proba`; any unreadable file raises.
+        """
+        probs = self.predict_proba(images, batch_size=batch_size)
+        if not len(probs):
+            return np.array([], dtype=str)
+        labels, uncertain = decide(probs, self.class_names, self.decision)
+        names = np.array(self.class_names)[np.asarray(labels, dtype=int)]
+        if outcome:
+            names = np.where(np.asarray(uncertain, dtype=bool), UNCERTAIN, names)
+        return names.astype(str)
+
+    def _check_top_k(self, top_k: int) -> int:
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise ConfigError(f"top_k must be a whole number of at least 1, got {top_k!r}.")
+        return min(int(top_k), len(self.class_names))
 
     def _prediction(self, source: str, probs: np.ndarray, top_k: int) -> Prediction:
         order = np.argsort(-probs)[:top_k]

@@ -68,6 +68,9 @@ def evaluate(model: str | os.PathLike | Classifier, data: str | os.PathLike, *, 
 
 def predict(model: str | os.PathLike | Classifier, inputs: str | os.PathLike | Iterable, *, safe_mode: bool = True,
             **kwargs) -> list[Prediction]:
-    """Classify files, folders, globs or arrays with a model (run dir, model file or Classifier)."""
+    """Classify files, folders, globs, arrays or PIL images with a model (run dir, model file or Classifier).
+
+    See :meth:`transferlab.inference.Predictor.predict_proba` for the accepted inputs and pixel values.
+    """
     clf = model if isinstance(model, Classifier) else load(model, safe_mode=safe_mode)
     return clf.predict(inputs, **kwargs)

@@ -38,12 +38,17 @@ class Classifier(Predictor):
         return rundir.RunDir(self.run_dir).model if self.run_dir else None
 
     def evaluate(self, data, *, batch_size: int = 32, split: str | None = None, show_progress: bool = True,
-                 out_dir: str | os.PathLike | None = None) -> dict:
-        """Metrics on labeled data; see :func:`transferlab.evaluation.evaluate.evaluate_predictor`."""
+                 out_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None) -> dict:
+        """Metrics on labeled data; see :func:`transferlab.evaluation.evaluate.evaluate_predictor`.
+
+        By default the images this model was trained on are left out (``report["seen_in_training"]``
+        says how many); ``split="all"`` keeps them, ``split="train"|"val"|"test"`` takes that split
+        of ``data``.
+        """
         from transferlab.evaluation.evaluate import evaluate_predictor
 
         return evaluate_predictor(self, data, batch_size=batch_size, split=split, show_progress=show_progress,
-                                  out_dir=out_dir)
+                                  out_dir=out_dir, cache_dir=cache_dir)
 
     def report(self, *, max_gallery: int = 48, gradcam: bool = True) -> Path:
         """(Re)write the run's report.html and return its path."""

@@ -45,3 +45,9 @@ def add_command(subparsers, name: str, **kwargs) -> argparse.ArgumentParser:
 def add_unsafe(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unsafe", action="store_true",
                         help="load a model file with Keras safe_mode off (runs code from the file: trusted files only)")
+
+
+def add_cache_dir(parser: argparse.ArgumentParser) -> None:
+    """``--cache-dir``, as on ``train``: where file checks and features are kept between commands."""
+    parser.add_argument("--cache-dir", metavar="DIR",
+                        help="cache folder (default: user cache dir or $TRANSFERLAB_CACHE_DIR); the same as train's")

@@ -6,7 +6,7 @@ import argparse
 from datetime import datetime
 from pathlib import Path
 
-from transferlab.cli._common import ExitCode, add_command, add_unsafe, print_json
+from transferlab.cli._common import ExitCode, add_cache_dir, add_command, add_unsafe, print_json
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -21,7 +21,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     out = args.out
     if out is None and clf.run_dir is not None and RunDir(clf.run_dir).is_run():
         out = RunDir(clf.run_dir).evaluations / f"{Path(args.data).stem}-{datetime.now():%Y%m%d-%H%M%S}"
-    report = clf.evaluate(args.data, split=args.split, show_progress=not (args.quiet or args.json), out_dir=out)
+    report = clf.evaluate(args.data, split=args.split, show_progress=not (args.quiet or args.json), out_dir=out,
+                          cache_dir=args.cache_dir)
     if args.json:
         print_json(report)
     else:
@@ -58,10 +59,13 @@ def register(subparsers) -> None:
     p = add_command(subparsers, "evaluate", help="evaluation report of a model on a labeled folder")
     p.add_argument("model", help="run directory or model file")
     p.add_argument("data", help="labeled folder or CSV")
-    p.add_argument("--split", choices=["train", "val", "test"], help="only this split of the data (default: all)")
+    p.add_argument("--split", choices=["all", "train", "val", "test"],
+                   help="'all': every image, the model's training images included; train/val/test: only that split "
+                        "of the data (default: every image the model was not trained on)")
     p.add_argument("--out", help="folder for metrics.json, predictions.csv and report.html "
                                  "(default for a run: RUN/evaluations/<data>-<time>)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_cache_dir(p)
     add_unsafe(p)
     p.set_defaults(func=_cmd_evaluate)
 

@@ -124,10 +124,10 @@ def feature_maps(clf, images_uint8: np.ndarray) -> np.ndarray:
     """The 4-D feature maps Grad-CAM explains, (N, h, w, C) float32, for RGB images 0..255."""
     import tensorflow as tf
 
-    from transferlab.inference import _as_uint8_batch
+    from transferlab.data.arrays import images_to_batch
 
     explainer = _explainer(clf)
-    batch = _as_uint8_batch(images_uint8, clf.resize).astype(np.float32)
+    batch = images_to_batch(images_uint8, clf.resize).astype(np.float32)
     maps = [np.asarray(explainer.feature_map(tf.constant(batch[i:i + _BATCH])), np.float32)
             for i in range(0, len(batch), _BATCH)]
     return np.concatenate(maps) if maps else np.zeros((0, *explainer.map_shape), np.float32)

@@ -107,7 +107,9 @@ def format_summary(report: dict[str, Any]) -> str:
 
     When the evaluated classes are imbalanced it leads with macro-F1, balanced accuracy and
     each class's recall: there accuracy looks fine while a rare class is missed. The figures
-    at a saved operating point (``report["operating_point"]``) follow.
+    at a saved operating point (``report["operating_point"]``) follow. When the evaluated data
+    held images the model was trained on (``report["seen_in_training"]``), a line says how many
+    and whether they are in the figures.
     """
     lines = [f"samples: {report['num_samples']}"]
     if is_imbalanced_report(report):
@@ -120,6 +122,13 @@ def format_summary(report: dict[str, Any]) -> str:
     else:
         lines.append(f"accuracy: {report['accuracy']:.4f}   loss: {report['loss']:.4f}   "
                      f"macro F1: {report['macro']['f1']:.4f}")
+    seen = report.get("seen_in_training") or 0
+    if seen and report.get("seen_in_training_included"):
+        lines.append(f"warning: {seen} of these {report['num_samples']} images were used to train this model, so "
+                     "the figures are optimistic; without --split only held-out images are evaluated")
+    elif seen:
+        lines.append(f"held-out images only: left out {seen} image(s) the model was trained on "
+                     "(--split all includes them)")
     if report.get("operating_point"):
         from transferlab.training.operating_point import format_figures
 

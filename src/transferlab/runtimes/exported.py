@@ -20,6 +20,9 @@ from transferlab.errors import MissingDependencyError, ModelFormatError
 from transferlab.runtimes.base import as_dtype, static_dim
 from transferlab.runtimes.metadata import read_tflite_metadata
 
+# LiteRT / tf.lite print this info line on every interpreter: nothing a user can act on.
+_TFLITE_NOISE = ("Created TensorFlow Lite XNNPACK delegate", "Created TensorFlow Lite delegate")
+
 SERVING_SIGNATURE = "serving_default"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
@@ -84,7 +87,9 @@ class TFLiteRuntime:
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         self.path = Path(path)
-        self._interpreter = tflite_interpreter(self.path, threads)
+        with _tflite_quiet():
+            self._interpreter = tflite_interpreter(self.path, threads)
+            self._interpreter.allocate_tensors()  # where the delegate is created (and announced)
         self.interpreter = type(self._interpreter).__module__.split(".")[0]
         inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
         if len(inputs) != 1:
@@ -101,7 +106,6 @@ class TFLiteRuntime:
         self.output_dtype = np.dtype(self._out["dtype"]).name
         self.input_quantization = tuple(self._in["quantization"])
         self.output_quantization = tuple(self._out["quantization"])
-        self._interpreter.allocate_tensors()
         self.metadata = read_tflite_metadata(self.path)  # labels and resize written at export
 
     def _quantize(self, images: np.ndarray) -> np.ndarray:
@@ -136,6 +140,15 @@ class TFLiteRuntime:
             padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
             parts.append(self._run(padded)[:len(chunk)])
         return np.concatenate(parts) if parts else np.zeros((0, self.num_classes or 0), np.float32)
+
+
+def _tflite_quiet():
+    """Hide the interpreter's info chatter unless the user asked for C++ info logs (``TF_CPP_MIN_LOG_LEVEL=0``)."""
+    from contextlib import nullcontext
+
+    from transferlab._tf import stderr_filtered
+
+    return nullcontext() if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0" else stderr_filtered(_TFLITE_NOISE)
 
 
 class SavedModelRuntime:
