@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from transferlab.cli._common import ExitCode, add_command, print_json
+from transferlab.cli._common import ExitCode, add_cache_dir, add_command, print_json
 
 
 def add_split_args(parser: argparse.ArgumentParser) -> None:
@@ -88,8 +88,7 @@ def register(subparsers) -> None:
     p.add_argument("--bad-files-out", metavar="FILE", help="also write the bad files (path<TAB>reason) to FILE")
     p.add_argument("--recheck", action="store_true",
                    help="decode every file again, even those unchanged since their last check")
-    p.add_argument("--cache-dir", metavar="DIR",
-                   help="cache of file checks and features (default: TRANSFERLAB_CACHE_DIR or ~/.cache/transferlab)")
+    add_cache_dir(p)
     add_split_args(p)
     p.set_defaults(func=_cmd_inspect)
 
