@@ -230,3 +230,12 @@ def test_report_says_why_the_losses_differ_and_marks_the_kept_epochs(tiny):
     html = (root / "runs" / "curves" / "report.html").read_text()
     curves = html[html.index('id="curves"'):]
     assert "label smoothing 0.1" in curves and "plain log-loss" in curves and "early stopping kept" in curves
+
+
+def test_evaluate_hints_at_a_class_name_that_differs_only_in_case(tiny, tmp_path, capsys):
+    root, backbone, _ = tiny
+    assert main(_args(root, backbone, "cased")) == 0
+    make_class_folders(tmp_path / "new", {"Red": 3, "green": 3}, size=40, seed=3)
+    capsys.readouterr()
+    assert main(["evaluate", str(root / "runs" / "cased"), str(tmp_path / "new")]) == 2
+    assert "Did you mean 'red'? Class names are case-sensitive" in capsys.readouterr().err

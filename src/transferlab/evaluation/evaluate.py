@@ -12,7 +12,7 @@ import numpy as np
 from transferlab import rundir
 from transferlab._paths import display_path
 from transferlab.data.dataset import ImageDataset, ImageRecord, load_dataset
-from transferlab.errors import ConfigError
+from transferlab.errors import ConfigError, closest_name_hint
 from transferlab.evaluation.artifacts import operating_point_outputs, write_evaluation
 from transferlab.evaluation.metrics import classification_report
 from transferlab.evaluation.reporting import write_report_safely
@@ -100,7 +100,8 @@ def evaluate_predictor(clf, data: str | os.PathLike | ImageDataset, *, batch_siz
     records, n_seen = select_records(dataset, split, training_hashes(clf.run_dir))
     unknown = sorted({r.label for r in records} - set(clf.class_names))
     if unknown:
-        raise ConfigError(f"The data has classes the model does not know: {', '.join(unknown)}. "
+        hints = "".join(closest_name_hint(name, clf.class_names) for name in unknown[:3])
+        raise ConfigError(f"The data has classes the model does not know: {', '.join(unknown)}.{hints} "
                           f"Model classes: {', '.join(clf.class_names)}.")
     index = {name: i for i, name in enumerate(clf.class_names)}
     paths = [r.path for r in records]
