@@ -151,7 +151,7 @@ def test_every_format_predicts_like_keras(exported):
             continue
         np.testing.assert_allclose(probs, expected, atol=1e-4, err_msg=fmt)
         preds = exported_clf.predict(paths[:3], top_k=2)
-        assert [p.label for p in preds] == [clf.class_names[i] for i in expected[:3].argmax(1)], fmt
+        assert [p.predicted for p in preds] == [clf.class_names[i] for i in expected[:3].argmax(1)], fmt
     # arrays of any size are resized like files, whatever the runtime
     from PIL import Image
 
@@ -191,7 +191,7 @@ preds = clf.predict(sys.argv[2:], top_k=3)
 assert clf.runtime.name == sys.argv[1].rsplit(".", 1)[1], clf.runtime.name
 leaked = [m for m in ("tensorflow", "keras") if m in sys.modules]
 assert not leaked, leaked
-print(",".join(p.label for p in preds))
+print(",".join(p.predicted for p in preds))
 """
 
 
@@ -203,7 +203,7 @@ def test_onnx_and_tflite_predict_without_importing_tensorflow(exported, fmt):
     model = str(clf.run_dir / "export" / FILES[fmt])
     proc = subprocess.run([sys.executable, "-c", code, model, *paths], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().split(",") == [p.label for p in clf.predict(paths)]
+    assert proc.stdout.strip().split(",") == [p.predicted for p in clf.predict(paths)]
 
 
 def test_top_level_load_of_onnx_does_not_import_tensorflow(exported):
@@ -217,7 +217,7 @@ def test_top_level_load_of_onnx_does_not_import_tensorflow(exported):
 
 def test_cli_predict_on_exported_files(exported):
     _, data, clf, _ = exported
-    expected = [p.label for p in clf.predict(str(data / "red"))]
+    expected = [p.predicted for p in clf.predict(str(data / "red"))]
     for fmt in ("onnx", "tflite-int8", "savedmodel"):
         model = str(clf.run_dir / "export" / FILES[fmt])
         out = subprocess.run([sys.executable, "-m", "transferlab", "predict", model, str(data / "red"),
@@ -226,7 +226,7 @@ def test_cli_predict_on_exported_files(exported):
         assert out.returncode == 0, out.stderr[-2000:]
         rows = json.loads(out.stdout)
         assert len(rows) == 20 and all(len(r["top_k"]) == 2 for r in rows)
-        labels = [r["label"] for r in rows]
+        labels = [r["predicted"] for r in rows]
         assert labels == expected if fmt != "tflite-int8" else np.mean(np.array(labels) == expected) >= 0.8
 
 
@@ -324,7 +324,7 @@ def test_serve_an_exported_int8_tflite_without_tensorflow(exported, tmp_path):
     _, data, clf, _ = exported
     model = shutil.copy(clf.run_dir / "export" / "model_int8.tflite", tmp_path / "model_int8.tflite")
     paths = sorted((data / "green").glob("*.png"))[:3]
-    expected = [p.label for p in transferlab.load(model).predict([str(p) for p in paths])]
+    expected = [p.predicted for p in transferlab.load(model).predict([str(p) for p in paths])]
     with running_server(model) as (base, _):
         meta = httpx.get(f"{base}/metadata").json()
         assert meta["runtime"] == "tflite" and meta["classes"] == clf.class_names

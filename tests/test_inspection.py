@@ -171,9 +171,9 @@ def test_predict_applies_the_saved_operating_point(run):
     probs = loaded.predict_proba(files)
     labels, uncertain = decide(probs, loaded.class_names, loaded.decision)
     predictions = loaded.predict(files, top_k=3)
-    assert [p.label for p in predictions] == [loaded.class_names[i] for i in labels]
+    assert [p.predicted for p in predictions] == [loaded.class_names[i] for i in labels]
     assert [p.outcome == UNCERTAIN for p in predictions] == uncertain.tolist()
-    assert all(p.outcome == p.label for p, u in zip(predictions, uncertain) if not u)
+    assert all(p.outcome == p.predicted for p, u in zip(predictions, uncertain) if not u)
     # The threshold changes answers where P(good) is high but not high enough.
     g = loaded.class_names.index("good")
     flipped = (probs.argmax(axis=1) == g) & (probs[:, g] <= loaded.decision.threshold)
