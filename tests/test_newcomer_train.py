@@ -199,9 +199,11 @@ def test_quiet_native_logs_hides_native_lines_but_not_our_warnings(capfd):
     with quiet_native_logs():
         os.write(2, b"I0000 00:00:1796226413.038390    5823 port.cc:153] oneDNN custom operations are on.\n")
         os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        os.write(2, b"fully_quantize: 0, inference_type: 6, input_inference_type: UINT8, output_inference_type: UINT8\n")
         print("warning: a real warning", file=sys.stderr)
     err = capfd.readouterr().err
     assert "warning: a real warning" in err and "port.cc" not in err and "XNNPACK" not in err
+    assert "fully_quantize" not in err
     with pytest.raises(RuntimeError):
         with quiet_native_logs():
             os.write(2, b"E0000 00:00:1.0 1 convert.cc:1] why the conversion failed\n")

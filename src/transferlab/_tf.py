@@ -83,8 +83,9 @@ def _startup_chatter_filtered() -> Iterator[None]:
 
 
 # Lines of native logs: glog's "I0000 00:00:1796226413.038390 5823 port.cc:153] ..." (TensorFlow, the
-# TFLite converter), TFLite's "INFO: Created TensorFlow Lite XNNPACK delegate" and absl's preamble.
-_NATIVE_LOG_LINE = re.compile(r"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s|INFO: |WARNING: All log messages before absl)")
+# TFLite converter), TFLite's "INFO: Created TensorFlow Lite XNNPACK delegate", its calibrator's
+# "fully_quantize: 0, inference_type: 6, ..." and absl's preamble.
+_NATIVE_LOG_LINE = re.compile(r"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s|INFO: |WARNING: All log messages before absl|fully_quantize: )")
 
 
 @contextmanager
