@@ -205,6 +205,9 @@ def test_save_best_trains_a_plain_keras_run_whose_report_shows_the_leaderboard(t
     assert board.test["split"] == "test"
     assert (run / "leaderboard.csv").is_file() and 'id="selection"' in (run / "report.html").read_text()
     assert (board.out_dir / "compare.html").is_file()
+    # Why the winner won is on both pages (here: the configured backbone was not among those compared).
+    assert "was not compared" in board.winner["why"] and "Why the winner" in (run / "report.html").read_text()
+    assert "Why this winner" in (board.out_dir / "compare.html").read_text()
     # model.keras: raw image -> probabilities, loaded by plain Keras in safe mode in a fresh process.
     code = ("import keras, numpy as np; m = keras.models.load_model(r'%s', safe_mode=True); "
             "p = m(np.zeros((2, 32, 32, 3), 'float32')); print(p.shape)" % (run / "model.keras"))

@@ -66,6 +66,7 @@ def versus_default(default_accuracy, challenger_accuracy, default_label: str = "
         raise ValueError(f"Need per-fold scores on the same >= 2 folds, got shapes {a.shape} and {b.shape}.")
     diff = b - a
     margin = float(diff.mean())
+    margin = 0.0 if abs(margin) < _TOLERANCE else margin  # equal scores: a tie, not "-0.0000"
     se = float(diff.std(ddof=1) / np.sqrt(len(diff)))
     wins = margin > 0 and margin > se + _TOLERANCE
     figures = f"{margin:+.4f} CV accuracy (SE {se:.4f}, {len(diff)} folds)"
