@@ -94,7 +94,10 @@ def main() -> None:
     search_figures = {"trials": len(trials), "folds": args.folds, "seconds": seconds,
                       "seconds_per_trial": seconds / max(1, len(trials)), "states": dict(states),
                       "per_family": per_family, "best_head": best.label(), "best_cv_accuracy": result.mean_accuracy,
-                      "ratio_to_reference": seconds / reference["seconds"], "target_seconds": 60}
+                      "ratio_to_reference": seconds / reference["seconds"], "target_seconds": 60,
+                      "slowest_trials": sorted(({k: t.get(k) for k in ("number", "head", "state", "seconds", "best_epoch",
+                                                                       "cv_accuracy")} | {"params": t["params"]}
+                                                for t in trials), key=lambda t: -(t["seconds"] or 0))[:5]}
     print(f"search: {len(trials)} trials x {args.folds}-fold CV on {args.n} x {args.dim} features in {seconds:.1f} s "
           f"({dict(states)}); best {best.label()} CV accuracy {result.mean_accuracy:.4f}")
     for family, figures in per_family.items():

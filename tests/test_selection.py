@@ -205,6 +205,9 @@ def test_save_best_trains_a_plain_keras_run_whose_report_shows_the_leaderboard(t
     assert board.test["split"] == "test"
     assert (run / "leaderboard.csv").is_file() and 'id="selection"' in (run / "report.html").read_text()
     assert (board.out_dir / "compare.html").is_file()
+    # Why the winner won is on both pages (here: the configured backbone was not among those compared).
+    assert "was not compared" in board.winner["why"] and "Why the winner" in (run / "report.html").read_text()
+    assert "Why this winner" in (board.out_dir / "compare.html").read_text()
     # model.keras: raw image -> probabilities, loaded by plain Keras in safe mode in a fresh process.
     code = ("import keras, numpy as np; m = keras.models.load_model(r'%s', safe_mode=True); "
             "p = m(np.zeros((2, 32, 32, 3), 'float32')); print(p.shape)" % (run / "model.keras"))
@@ -240,8 +243,69 @@ def test_search_is_deterministic_and_starts_from_the_configured_head():
         [{k: v for k, v in t.items() if k not in strip} for t in again[2]]
     assert trials[0]["head"] == "softmax" and trials[0]["params"]["learning_rate"] == base.learning_rate
     assert trials[1]["head"].startswith("logistic")
-    assert result.mean_accuracy == max(t["cv_accuracy"] for t in trials if t["state"] == "complete")
+    chosen = [t for t in trials if t["selected"]]
+    assert len(chosen) == 1 and chosen[0]["why"] and result.mean_accuracy == chosen[0]["cv_accuracy"]
+    assert chosen[0]["number"] == 0 or chosen[0]["cv_accuracy"] == max(t["cv_accuracy"] for t in trials
+                                                                      if t["state"] == "complete")
 
+
+# ---------------------------------------------------------------- the default unless beaten by one SE
+def test_one_standard_error_rule_keeps_the_default_unless_the_gain_is_consistent():
+    from transferlab.selection.choose import versus_default
+
+    one_image = versus_default([1, 1, 0.99, 1, 1], [1, 1, 1, 1, 1])  # better on one fold only
+    assert not one_image.wins and one_image.margin > 0 and "kept the default" in one_image.reason
+    assert not versus_default([0.9] * 5, [0.9] * 5).wins
+    assert not versus_default([0.9] * 5, [0.8] * 5).wins
+    noisy = versus_default([0.90, 0.90, 0.90, 0.90], [0.99, 0.85, 0.97, 0.86])  # +0.02 mean, swings of 0.1
+    assert not noisy.wins and noisy.standard_error > noisy.margin
+    steady = versus_default([0.90, 0.91, 0.89, 0.90, 0.92], [0.93, 0.93, 0.92, 0.93, 0.94])
+    assert steady.wins and "beats the default" in steady.reason
+    with pytest.raises(ValueError, match="same"):
+        versus_default([1, 1, 1], [1, 1])
+
+
+def _scored(accuracy, log_loss, family="softmax"):
+    from transferlab.selection.heads import CVResult
+
+    acc = np.array(accuracy, float)
+    settings = HeadSettings(family=family, hidden_units=64 if family == "mlp" else 0)
+    return CVResult(settings, acc, acc, np.full(len(acc), log_loss), np.zeros((1, 2), np.float32))
+
+
+def _board_row(backbone, result, default=False):
+    return {"backbone": backbone, "head": result.settings.label(), "cv_accuracy": result.mean_accuracy,
+            "cv_log_loss": float(result.log_loss.mean()), "latency_ms": 1.0, "default": default}
+
+
+def test_compare_ranks_the_default_first_unless_a_challenger_beats_it_by_one_se():
+    from transferlab.selection.compare import rank_rows
+
+    default = _scored([1, 1, 0.98, 1, 1], 0.30)
+    lucky = _scored([1, 1, 1, 1, 1], 0.05, "mlp")  # the top of the CV table by a single image
+    rows, results, why = rank_rows([_board_row("a", default, True), _board_row("b", lucky)], [default, lucky])
+    assert [r["backbone"] for r in rows] == ["a", "b"] and results[0] is default
+    assert rows[0]["vs_default"] == "default" and "within one SE" in rows[1]["vs_default"]
+    assert "kept the default a + softmax" in why and rows[0]["why"] == why
+
+    weak = _scored([0.80, 0.82, 0.78, 0.80, 0.81], 0.60)
+    strong = _scored([0.95, 0.96, 0.94, 0.95, 0.97], 0.20, "mlp")
+    rows, results, why = rank_rows([_board_row("a", weak, True), _board_row("b", strong)], [weak, strong])
+    assert rows[0]["backbone"] == "b" and results[0] is strong and "beats the default" in why
+    rows, _, why = rank_rows([_board_row("x", weak), _board_row("y", strong)], [weak, strong])  # no default compared
+    assert rows[0]["backbone"] == "y" and "was not compared" in why
+
+
+def test_search_keeps_the_default_head_when_the_best_trial_wins_by_an_image():
+    from transferlab.selection.tune import search
+
+    x, y = blobs(n=150, dim=24, spread=4.0)  # near-separable: the heads differ by an image or two
+    base = HeadSettings()
+    best, result, trials, _ = search(x, y, 3, trials=5, folds=3, seed=1, base=base, show_progress=False)
+    top = max((t for t in trials if t["state"] == "complete"), key=lambda t: t["cv_accuracy"])
+    assert top["cv_accuracy"] == 1.0 > trials[0]["cv_accuracy"]  # without the rule the search returns top
+    assert best == base and result.mean_accuracy == trials[0]["cv_accuracy"]
+    assert trials[0]["selected"] and not top["selected"] and "kept the default softmax" in trials[0]["why"]
 
 def test_search_needs_optuna_and_says_what_to_install(monkeypatch):
     from transferlab.errors import MissingDependencyError

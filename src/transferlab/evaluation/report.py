@@ -505,8 +505,9 @@ def leaderboard_table(rows: list[dict]) -> str:
         body.append([_e(r.get("rank", "")), _e(r.get("backbone", "")), _e(r.get("head", "")),
                      f"{_num(r.get('cv_accuracy'))} &plusmn; {_num(r.get('cv_accuracy_std'), 3)}",
                      _num(r.get("cv_macro_f1")), _num(r.get("cv_log_loss")), speed, _num(r.get("latency_ms"), 1),
-                     _num(r.get("size_mb"), 1)])
-    return _table(["#", "backbone", "head", "CV accuracy", "macro-F1", "log-loss", "extract img/s", "ms/img", "MB"],
+                     _num(r.get("size_mb"), 1), _e(r.get("vs_default") or "")])
+    return _table(["#", "backbone", "head", "CV accuracy", "macro-F1", "log-loss", "extract img/s", "ms/img", "MB",
+                   "vs default"],
                   body, numeric_from=3, row_class=["avg" if i == 0 else "" for i in range(len(body))])
 
 
@@ -517,6 +518,9 @@ def _selection(run: Path) -> str:
     if board:
         parts.append("<h3>Leaderboard (cross-validated on the train and validation images)</h3>"
                      + leaderboard_table(board[:30]))
+        why = (_read_json(run / "leaderboard.json") or {}).get("winner", {}) or {}
+        if why.get("why"):
+            parts.append(_muted(f"Why the winner: {why['why']}."))
         if (run / "accuracy_cost.png").is_file():
             parts.append(_img_file(run / "accuracy_cost.png", "accuracy against cost"))
     tuning = _read_json(run / "tuning.json")

@@ -31,7 +31,7 @@ logger = logging.getLogger("transferlab")
 LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_JSON = "leaderboard.json"
 CSV_COLUMNS = ("rank", "backbone", "head", "cv_accuracy", "cv_accuracy_std", "cv_macro_f1", "cv_log_loss",
-               "extract_img_per_s", "latency_ms", "size_mb", "feature_dim", "folds", "cv_seconds")
+               "extract_img_per_s", "latency_ms", "size_mb", "feature_dim", "folds", "cv_seconds", "vs_default")
 
 
 @dataclass
@@ -72,7 +72,8 @@ class Leaderboard:
     """The result of :func:`compare`.
 
     Attributes:
-        rows: one dict per (backbone, head), best first (see :data:`CSV_COLUMNS`, plus ``settings``).
+        rows: one dict per (backbone, head), the winner first, then best first (see :data:`CSV_COLUMNS`,
+            plus ``settings``, ``default`` and, on the winner, ``why``; see :func:`rank_rows`).
         skipped: ``{"backbone", "reason"}`` for backbones that could not be used (e.g. weights not offline).
         winner: the first row; ``winner_config``: the ``TrainConfig`` that trains it.
         test: the winner's evaluation report on the test split (None without a test split).
@@ -129,6 +130,8 @@ class Leaderboard:
             lines.append(f"Winner: {self.winner['backbone']} + {self.winner['head']}: CV accuracy "
                          f"{self.winner['cv_accuracy']:.4f} +- {self.winner['cv_accuracy_std']:.4f} "
                          f"({self.folds}-fold, train+val images)")
+            if self.winner.get("why"):
+                lines.append(f"Why: {self.winner['why']}")
         if self.test:
             lines.append(f"Test accuracy of the winner: {self.test['accuracy']:.4f} ({self.test['num_samples']} "
                          f"test images, scored once after the choice)")
@@ -279,6 +282,51 @@ def rank_key(row: dict) -> tuple:
     return (-round(row["cv_accuracy"], 9), round(row["cv_log_loss"], 9), row["latency_ms"])
 
 
+def rank_rows(rows: list[dict], results: list[CVResult]) -> tuple[list[dict], list[CVResult], str]:
+    """Order the leaderboard: the winner first, then the rest best first by :func:`rank_key`.
+
+    The winner is the default row (``row["default"]``: the configured backbone's first head,
+    what ``train`` fits) unless the best row beats it by more than one standard error of the
+    paired fold differences (:func:`~transferlab.selection.choose.versus_default`); without a
+    default row (the configured backbone was not compared), the best row. Every row gets
+    ``vs_default`` (its margin over the default and that SE, or the reason it was not measured).
+
+    Returns:
+        (rows with ``rank``, results in the same order, why the winner won).
+    """
+    from transferlab.selection.choose import versus_default
+
+    order = sorted(range(len(rows)), key=lambda i: rank_key(rows[i]))
+    default = next((i for i in order if rows[i].get("default")), None)
+    best = order[0]
+    if default is None:
+        why = "highest CV accuracy (the configured backbone, what train uses, was not compared)"
+    elif best == default:
+        why = "the default (the configured backbone and head) has the highest CV accuracy"
+    else:
+        verdict = versus_default(results[default].accuracy, results[best].accuracy,
+                                 f"{rows[default]['backbone']} + {rows[default]['head']}",
+                                 f"{rows[best]['backbone']} + {rows[best]['head']}")
+        why = verdict.reason
+        if not verdict.wins:
+            order.remove(default)
+            order.insert(0, default)
+    for i in order:
+        if default is None:
+            rows[i]["vs_default"] = "no default row"
+        elif i == default:
+            rows[i]["vs_default"] = "default"
+        elif len(results[i].accuracy) != len(results[default].accuracy):
+            rows[i]["vs_default"] = "other folds"
+        else:
+            v = versus_default(results[default].accuracy, results[i].accuracy)
+            rows[i]["vs_default"] = f"{v.margin:+.4f} (SE {v.standard_error:.4f}): " + (
+                "beats it" if v.wins else "within one SE")
+    ranked = [dict(rows[i], rank=r + 1) for r, i in enumerate(order)]
+    ranked[0]["why"] = why
+    return ranked, [results[i] for i in order], why
+
+
 # ------------------------------------------------------------------------ entry point
 def compare(
     data: str | os.PathLike,
@@ -345,10 +393,11 @@ def compare(
         search_start = time.perf_counter()
         with progress_bar(total=len(candidates), desc=f"Cross-validating heads ({bf.info.name})", unit="head",
                           enabled=show_progress) as bar:
-            for head in candidates:
+            for i, head in enumerate(candidates):
                 result = cross_validate(bf.features, fold_split, head, seed=config.seed)
                 results.append(result)
-                rows.append(_row(bf, result))
+                # What a plain ``train`` fits: the configured backbone with the first candidate.
+                rows.append(dict(_row(bf, result), default=bool(name == config.backbone and i == 0)))
                 bar.update(1)
         search_seconds = time.perf_counter() - search_start
         per_backbone[rows[-1]["backbone"]] = {"extract_seconds": round(extract_seconds, 3),
@@ -360,9 +409,7 @@ def compare(
     if not rows:
         raise SelectionError("No backbone could be compared: " + "; ".join(f"{s['backbone']}: {s['reason']}"
                                                                           for s in skipped))
-    order = sorted(range(len(rows)), key=lambda i: rank_key(rows[i]))
-    rows = [dict(rows[i], rank=r + 1) for r, i in enumerate(order)]
-    results = [results[i] for i in order]
+    rows, results, why = rank_rows(rows, results)
     winner = rows[0]
     winner_settings = results[0].settings
     winner_config = config.replace(backbone=features[winner["backbone"]].name, **winner_settings.config_changes())

@@ -109,6 +109,9 @@ def write_compare_page(board: Leaderboard, out_dir: str | os.PathLike) -> Path:
     note = ('<p class="note">The test split was not read while choosing: the CV estimate comes from the train and '
             'validation images only; the winner was then fitted as <code>train</code> fits it and scored on the test '
             'split once. The gap between the two says how far to trust the estimate.</p>')
+    if w.get("why"):
+        note += f'<p class="note">Why this winner: {_e(w["why"])}. The default (what <code>train</code> fits) ' \
+                'is replaced only by a model better by more than one standard error of the per-fold differences.</p>'
     sections = [_section("summary", "Winner", f'<div class="cards">{summary}</div>' + note),
                 _section("leaderboard", "Leaderboard", leaderboard_table(board.rows)
                          + _muted("CV accuracy: mean +- standard deviation over folds of the held-out accuracy; "
