@@ -372,3 +372,19 @@ def test_compare_on_real_photos_scores_the_winner_once_on_test(tmp_path):
     # hymenoptera is pre-split train/val: no test split, so nothing is scored on test.
     assert board.test is None
     assert {r["family"] for r in board.rows} == {"softmax", "mlp", "logistic"}
+
+
+def test_a_taken_name_fails_before_the_search_and_overwrite_replaces_it(tiny, monkeypatch):
+    import transferlab.selection.tune as tune_module
+    from transferlab.cli import main
+
+    root, backbone, data = tiny
+    args = ["train", str(data), "--backbone", str(backbone), "--tune", "2", "--folds", "3", "--name", "retuned",
+            "--epochs", "5", "--cache-dir", str(root / "cache"), "--runs-dir", str(root / "runs"), "--engine", "keras"]
+    assert main(args) == 0
+    searched = []
+    original = tune_module.tune
+    monkeypatch.setattr(tune_module, "tune", lambda *a, **k: searched.append(1) or original(*a, **k))
+    assert main(args) == 2 and not searched  # the name is checked before any search
+    assert main(args + ["--overwrite"]) == 0 and searched
+    assert json.loads((root / "runs" / "retuned" / "config.json").read_text())["status"] == "complete"

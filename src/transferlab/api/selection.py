@@ -68,7 +68,7 @@ def _extras(board) -> dict:
 def train_selected(data: str | os.PathLike, config: TrainConfig | None = None, *, backbone: str | None = None,
                    tune: int | bool | None = None, tune_time: str | float | None = None, folds: int = 5,
                    backbones: str | Sequence[str] | None = "available", show_progress: bool = True,
-                   **settings) -> Classifier:
+                   overwrite: bool = False, **settings) -> Classifier:
     """``train`` with the backbone and/or the head's settings chosen on the folds first.
 
     Args:
@@ -78,13 +78,14 @@ def train_selected(data: str | os.PathLike, config: TrainConfig | None = None, *
         tune: Optuna trials over the head's settings (True: 100); with ``backbone="auto"`` on the
             winning backbone. tune_time: a time limit instead of / besides the trials ("2m").
         folds: k of the stratified k-fold CV.
+        overwrite: replace an existing run of the same name (checked before the search starts).
 
     Returns:
         The trained :class:`~transferlab.Classifier`. Its ``config.json`` holds the chosen settings as
         ordinary settings (so ``train`` with them reproduces the run); the run directory keeps
         ``leaderboard.csv`` and/or ``trials.csv`` + ``tuning.json``, which report.html shows.
     """
-    from transferlab.api.training import train
+    from transferlab.api.training import check_run_name, train
     from transferlab.selection.compare import compare as rank
     from transferlab.selection.compare import selection_files
     from transferlab.selection.tune import tune as search
@@ -92,6 +93,7 @@ def train_selected(data: str | os.PathLike, config: TrainConfig | None = None, *
     config = (config or TrainConfig()).replace(**settings) if settings else (config or TrainConfig())
     if backbone is not None and backbone != AUTO:
         config = config.replace(backbone=backbone)
+    check_run_name(config, overwrite)  # a taken name fails now, not after the search
     files: dict[str, bytes] = {}
     extras: dict = {}
     if backbone == AUTO or config.backbone == AUTO:
@@ -111,4 +113,4 @@ def train_selected(data: str | os.PathLike, config: TrainConfig | None = None, *
         extras["tuning"] = result.summary()
         logger.info("Best of %d trials: %s (CV accuracy %.4f +- %.4f)", len(result.trials), result.best.label(),
                     result.cv_accuracy, result.cv_accuracy_std)
-    return train(data, config, show_progress=show_progress, extra_files=files, extras=extras)
+    return train(data, config, show_progress=show_progress, extra_files=files, extras=extras, overwrite=overwrite)

@@ -70,6 +70,13 @@ def new_run_dir(runs_dir: str | os.PathLike, name: str | None, hint: str, *, ove
             candidate, n = runs / f"{base}-{n}", n + 1
 
 
+def check_run_name(config: TrainConfig, overwrite: bool = False) -> None:
+    """Fail before any work when ``config.name`` is taken (and ``overwrite`` is not given), with
+    the message that says whether to resume that run, overwrite it or pick another name."""
+    if config.name and not overwrite and (Path(config.runs_dir) / config.name).exists():
+        raise RunExistsError(_exists_message(Path(config.runs_dir) / config.name, config.name))
+
+
 def _exists_message(run_dir: Path, name: str) -> str:
     status = None
     try:
@@ -577,8 +584,7 @@ def train(data: str | os.PathLike, config: TrainConfig | None = None, *, show_pr
     config = (config or TrainConfig()).replace(**settings) if settings else (config or TrainConfig())
     if from_model is None:  # a typo fails now, not after every image has been checked
         check_backbone_name(config.backbone)
-    if config.name and not overwrite and (Path(config.runs_dir) / config.name).exists():
-        raise RunExistsError(_exists_message(Path(config.runs_dir) / config.name, config.name))
+    check_run_name(config, overwrite)
     dataset = load_dataset(data, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
                            seed=config.seed, show_progress=show_progress, cache_dir=config.cache_dir)
     if not dataset.split("train"):

@@ -91,7 +91,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             from transferlab.api.selection import train_selected
 
             clf = train_selected(args.data, TrainConfig(**settings), tune=args.tune, tune_time=args.tune_time,
-                                 folds=args.folds, show_progress=not args.quiet)
+                                 folds=args.folds, show_progress=not args.quiet, overwrite=args.overwrite)
         else:
             clf = train(args.data, TrainConfig(**settings), show_progress=not args.quiet, from_model=args.from_model,
                         overwrite=args.overwrite)
