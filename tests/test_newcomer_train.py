@@ -164,7 +164,12 @@ def test_plain_progress_gives_a_measured_eta_while_a_long_stage_runs(monkeypatch
     assert len(err) == 2  # one estimate, then the summary
 
 
-def test_inspect_keeps_its_file_checks_in_the_given_cache_dir(tiny, capsys):
+def test_inspect_keeps_its_file_checks_in_the_given_cache_dir(tiny, capsys, monkeypatch):
+    import transferlab.data.check_cache as check_cache
+
+    # Files changed within the last seconds are not remembered (their stamp may still move);
+    # these were written moments ago by the fixture.
+    monkeypatch.setattr(check_cache, "RACY_SECONDS", -1.0)
     root, _, data = tiny
     cache = root / "inspect-cache"
     assert main(["inspect", str(data), "--cache-dir", str(cache)]) == 0
