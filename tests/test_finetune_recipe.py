@@ -345,3 +345,36 @@ def test_resume_of_a_budgeted_run_continues_its_plan_and_budget(tiny):
     # ends within +10%; the epoch cut short by the kill is lost, and not counted.
     assert meta["timing"]["budget_spent_seconds"] <= budget * 1.1
     assert spent + second_process <= budget * 1.1 + 2
+
+
+def test_auto_depth_rule_fine_tunes_every_layer_only_when_the_budget_fits_it():
+    from transferlab.training import auto
+    from transferlab.training.config import TrainConfig
+
+    deep, why = auto.choose_depth(1000.0, 0.01, n_train=100, n_val=10)  # ~1.8 s per epoch
+    assert deep and "every layer" in why
+    deep, why = auto.choose_depth(100.0, 0.02, n_train=1400, n_val=170)  # ~51 s per epoch: 1 fits
+    assert not deep and "1 of the 8 wanted" in why
+    assert auto.may_choose_depth(TrainConfig(strategy="auto"))
+    assert not auto.may_choose_depth(TrainConfig(strategy="auto", unfreeze="4"))
+    assert not auto.may_choose_depth(TrainConfig(strategy="auto", unfreeze_from="conv2"))
+    assert not auto.may_choose_depth(TrainConfig(strategy="fine-tune"))
+
+
+def test_auto_with_time_to_spare_fine_tunes_every_layer_and_keeps_the_users_settings(tiny):
+    import json
+
+    import transferlab
+
+    root, backbone, data = tiny
+    clf = transferlab.train(data, show_progress=False, **_auto(root, backbone, "deep", time_budget=600,
+                                                                fine_tune_epochs=2))
+    meta = json.loads((clf.run_dir / "config.json").read_text())
+    depth = meta["extras"]["strategy"]["depth"]
+    assert depth["all_layers"] and "every layer" in depth["why"]
+    assert {"conv1", "conv2"} <= set(meta["fine_tune"]["unfrozen_layers"])
+    assert len(meta["fine_tune"]["epoch_seconds"]) <= 2  # the user's fine_tune_epochs, not the recipe's 12
+    chosen = transferlab.train(data, show_progress=False, **_auto(root, backbone, "told", time_budget=600,
+                                                                   fine_tune_epochs=1, unfreeze="1"))
+    told = json.loads((chosen.run_dir / "config.json").read_text())
+    assert "depth" not in told["extras"]["strategy"] and len(told["fine_tune"]["unfrozen_layers"]) == 1

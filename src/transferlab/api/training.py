@@ -225,6 +225,29 @@ def _train_head(head, features: dict[str, SplitFeatures], config: TrainConfig, r
     return checkpoint.history
 
 
+def _choose_depth(prep: PreparedRun, config: TrainConfig, features: dict[str, SplitFeatures], seconds_left: float,
+                  record: dict) -> TrainConfig:
+    """Strategy auto: fine-tune every layer when the budget fits it, else the top (the default).
+
+    The choice goes into ``record`` (saved with every fine-tuning checkpoint), so a resumed run
+    continues the recipe it started instead of choosing again with less time left.
+    """
+    from transferlab.training import auto
+
+    if "depth" not in record:
+        train_records = features["train"].records
+        sample = np.stack([prep.resize.load(r.path) for r in train_records[:8]])
+        deep, why = auto.choose_depth(seconds_left, auto.forward_seconds_per_image(prep.backbone, sample),
+                                      len(train_records), len(features["val"]))
+        record["depth"] = {"all_layers": deep, "why": why}
+        logger.info("Strategy auto: fine-tuning %s.", why)
+    if record["depth"]["all_layers"]:  # the recipe's settings, where the user left the default
+        defaults = TrainConfig()
+        return config.replace(**{k: v for k, v in auto.DEEP_RECIPE.items()
+                                 if getattr(config, k) == getattr(defaults, k)})
+    return config
+
+
 def _fine_tune_phase(model, features: dict[str, SplitFeatures], resize: ResizeConfig, config: TrainConfig,
                      run_dir: Path, state: dict | None, class_names: list[str], head_history: dict,
                      show_progress: bool, views_source: dict | None = None, budget: dict | None = None):
@@ -384,10 +407,13 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
     if config.strategy == "fine-tune" or (config.strategy == "auto" and not skip):
         fine_tuned = True
         fine_start = time.perf_counter()
+        fine_state = state if state["phase"] == "fine-tune" else None
+        record = dict((fine_state or {}).get("budget") or {})
+        if deadline is not None and auto.may_choose_depth(config):
+            config = _choose_depth(prep, config, features, deadline.left() - reserve, record)
         unfrozen = set_trainable_top(find_base(model), config.unfreeze, config.unfreeze_from)
         logger.info("Fine-tuning %d layer(s) of the backbone (BatchNorm stays frozen): %s%s", len(unfrozen),
                     ", ".join(unfrozen[:8]), " ..." if len(unfrozen) > 8 else "")
-        fine_state = state if state["phase"] == "fine-tune" else None
         views_source = None
         if config.fine_tune_views:
             from transferlab.training.cached_top import cut_below
@@ -396,7 +422,7 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
             views_source = {"cut": cut, "fingerprint": cache.parts, "cache_root": cache.root} if cut else None
         budget = None
         if deadline is not None:
-            budget = {"deadline": deadline, "reserve": reserve, "record": dict((fine_state or {}).get("budget") or {})}
+            budget = {"deadline": deadline, "reserve": reserve, "record": record}
         fine_history, improved, details = _fine_tune_phase(model, features, prep.resize, config, run.path,
                                                            fine_state, prep.dataset.class_names, head_history,
                                                            show_progress, views_source, budget)
@@ -413,6 +439,8 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
         fine_seconds = time.perf_counter() - fine_start
     prep.metadata.extras["strategy"] = {"name": config.strategy, "time_budget_seconds": config.time_budget,
                                         **auto.decision(phases, fine_tuned, improved, skip)}
+    if fine_tuned and "depth" in record:
+        prep.metadata.extras["strategy"]["depth"] = record["depth"]
     return FittedRun(model, head, features, extraction, cache, history, boundaries, head_seconds, fine_seconds,
                      backbone_changed=fine_tuned and improved, deadline=deadline)
 
