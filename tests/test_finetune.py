@@ -117,8 +117,9 @@ class Slow(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         time.sleep(0.25)
 checkpoint.EpochCheckpoint.on_train_begin_orig = checkpoint.EpochCheckpoint.on_train_begin
-from transferlab.api import training as trainer
-trainer.extra_callbacks = lambda run_dir, config: [Slow()]
+from transferlab.api import finetune_phase, training as trainer
+# Slow epochs (in both phases) so that the test can interrupt the run in the middle.
+trainer.extra_callbacks = finetune_phase.extra_callbacks = lambda run_dir, config: [Slow()]
 settings = {settings!r}
 try:
     transferlab.train({data!r}, show_progress=False, **settings)

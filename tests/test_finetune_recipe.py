@@ -295,11 +295,12 @@ def test_auto_keeps_the_fine_tuned_model_only_if_validation_improves(tiny):
 
 _BUDGET_RUNNER = """
 import sys, time, keras, transferlab
-from transferlab.api import training as trainer
+from transferlab.api import finetune_phase, training as trainer
 class Slow(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         time.sleep(0.5)
-trainer.extra_callbacks = lambda run_dir, config: [Slow()]
+# Slow epochs (in both phases) so that the test can interrupt the run in the middle.
+trainer.extra_callbacks = finetune_phase.extra_callbacks = lambda run_dir, config: [Slow()]
 transferlab.train({data!r}, show_progress=False, **{settings!r})
 """
 

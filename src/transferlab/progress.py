@@ -55,8 +55,8 @@ def format_duration(seconds: float) -> str:
 
 
 def eta_clock(seconds_left: float) -> str:
-    """The wall-clock time ``seconds_left`` from now, e.g. ``"14:05"``."""
-    return time.strftime("%H:%M", time.localtime(time.time() + max(0.0, seconds_left)))
+    """The wall-clock time ``seconds_left`` from now, e.g. ``"14:05:09"``."""
+    return time.strftime("%H:%M:%S", time.localtime(time.time() + max(0.0, seconds_left)))
 
 
 class _PlainProgress:

@@ -44,7 +44,8 @@ def compare(data: str | os.PathLike, backbones: str | Sequence[str] | None = "av
     Returns:
         The :class:`~transferlab.selection.compare.Leaderboard`.
     """
-    from transferlab.api.training import new_run_dir, train
+    from transferlab.api.rundirs import new_run_dir
+    from transferlab.api.training import train
     from transferlab.selection.compare import compare as rank
     from transferlab.selection.compare import selection_files
 
@@ -85,7 +86,8 @@ def train_selected(data: str | os.PathLike, config: TrainConfig | None = None, *
         ordinary settings (so ``train`` with them reproduces the run); the run directory keeps
         ``leaderboard.csv`` and/or ``trials.csv`` + ``tuning.json``, which report.html shows.
     """
-    from transferlab.api.training import check_run_name, train
+    from transferlab.api.rundirs import check_run_name
+    from transferlab.api.training import train
     from transferlab.selection.compare import compare as rank
     from transferlab.selection.compare import selection_files
     from transferlab.selection.tune import tune as search

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -31,9 +30,11 @@ from transferlab import __version__
 from transferlab._atomic import DiskFullError, disk_full_guard
 from transferlab.api.choices import check_decision_settings, choose_operating_point, choose_resize, resolve_class_weight
 from transferlab.api.classifier import Classifier
+from transferlab.api.finetune_phase import choose_depth, extra_callbacks, fine_tune_phase
+from transferlab.api.rundirs import check_run_name, new_run_dir
 from transferlab.data.dataset import ImageDataset, load_dataset
 from transferlab.data.decode import ResizeConfig
-from transferlab.errors import ConfigError, RunExistsError, TrainingInterrupted
+from transferlab.errors import ConfigError, TrainingInterrupted
 from transferlab.features import SplitFeatures, extract_splits, resize_for
 from transferlab.progress import plural
 from transferlab.rundir import RunDir, RunMetadata
@@ -47,76 +48,12 @@ logger = logging.getLogger("transferlab")
 HEAD_CHECKPOINT_INTERVAL_S = 5.0
 
 
-def new_run_dir(runs_dir: str | os.PathLike, name: str | None, hint: str, *, overwrite: bool = False) -> Path:
-    """Create ``runs_dir/name``; without a name, ``<hint>-<timestamp>``; never reuses a folder.
-
-    ``mkdir`` itself is the test, so of two runs started at once under one name exactly one gets it.
-    ``overwrite`` first deletes an existing run of that name (only a transferlab run directory,
-    and not while another process writes it).
-    """
-    runs = Path(runs_dir)
-    base = name or f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', hint).strip('-') or 'run'}-{datetime.now():%Y%m%d-%H%M%S}"
-    runs.mkdir(parents=True, exist_ok=True)
-    if name and overwrite and (runs / base).exists():
-        _remove_run(runs / base)
-    candidate, n = runs / base, 2
-    while True:
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            if name:
-                raise RunExistsError(_exists_message(candidate, name)) from None
-            candidate, n = runs / f"{base}-{n}", n + 1
-
-
-def check_run_name(config: TrainConfig, overwrite: bool = False) -> None:
-    """Fail before any work when ``config.name`` is taken (and ``overwrite`` is not given), with
-    the message that says whether to resume that run, overwrite it or pick another name."""
-    if config.name and not overwrite and (Path(config.runs_dir) / config.name).exists():
-        raise RunExistsError(_exists_message(Path(config.runs_dir) / config.name, config.name))
-
-
-def _exists_message(run_dir: Path, name: str) -> str:
-    status = None
-    try:
-        status = RunDir(run_dir).read_metadata().status if RunDir(run_dir).is_run() else None
-    except (OSError, ValueError):
-        pass
-    if status == "complete":
-        return (f"Run directory {run_dir} already exists and holds a finished run. Choose another --name, or pass "
-                f"--overwrite to replace it (its model and report are deleted).")
-    if status in ("running", "interrupted"):
-        return (f"Run directory {run_dir} already exists and holds a run that did not finish ({status}; or another "
-                f"`train --name {name}` is running now). Once it has stopped, continue it with --resume {run_dir}; "
-                f"or choose another --name, or pass --overwrite to start it again.")
-    return (f"Run directory {run_dir} already exists (from an earlier run, or from another `train --name {name}` "
-            f"started at the same time). Choose another --name.")
-
-
-def _remove_run(run_dir: Path) -> None:
-    """Delete a run directory for ``--overwrite``: never a folder that is not a run, nor a running one."""
-    if not RunDir(run_dir).is_run():
-        raise RunExistsError(f"{run_dir} exists but is not a transferlab run directory (no config.json): "
-                             f"--overwrite only replaces runs. Choose another --name.")
-    with run_lock(run_dir):  # raises at once if another process is writing it
-        shutil.rmtree(run_dir)
-    logger.info("Replaced the earlier run %s (--overwrite).", run_dir)
-
-
 def versions() -> dict:
     import keras
     import tensorflow as tf
 
     return {"transferlab": __version__, "keras": keras.__version__, "tensorflow": tf.__version__,
             "python": platform.python_version()}
-
-
-def extra_callbacks(run_dir: Path, config: TrainConfig) -> list:
-    """Optional callbacks (TensorBoard) named in the config."""
-    from transferlab.training.callbacks import tensorboard_callback
-
-    return [tensorboard_callback(run_dir)] if config.tensorboard else []
 
 
 @dataclass
@@ -225,109 +162,6 @@ def _train_head(head, features: dict[str, SplitFeatures], config: TrainConfig, r
     return checkpoint.history
 
 
-def _choose_depth(prep: PreparedRun, config: TrainConfig, features: dict[str, SplitFeatures], seconds_left: float,
-                  record: dict) -> TrainConfig:
-    """Strategy auto: fine-tune every layer when the budget fits it, else the top (the default).
-
-    The choice goes into ``record`` (saved with every fine-tuning checkpoint), so a resumed run
-    continues the recipe it started instead of choosing again with less time left.
-    """
-    from transferlab.training import auto
-
-    if "depth" not in record:
-        train_records = features["train"].records
-        sample = np.stack([prep.resize.load(r.path) for r in train_records[:8]])
-        deep, why = auto.choose_depth(seconds_left, auto.forward_seconds_per_image(prep.backbone, sample),
-                                      len(train_records), len(features["val"]))
-        record["depth"] = {"all_layers": deep, "why": why}
-        logger.info("Strategy auto: fine-tuning %s.", why)
-    if record["depth"]["all_layers"]:  # the recipe's settings, where the user left the default
-        defaults = TrainConfig()
-        return config.replace(**{k: v for k, v in auto.DEEP_RECIPE.items()
-                                 if getattr(config, k) == getattr(defaults, k)})
-    return config
-
-
-def _fine_tune_phase(model, features: dict[str, SplitFeatures], resize: ResizeConfig, config: TrainConfig,
-                     run_dir: Path, state: dict | None, class_names: list[str], head_history: dict,
-                     show_progress: bool, views_source: dict | None = None, budget: dict | None = None):
-    """Unfreeze the top of the backbone and train on augmented images.
-
-    ``views_source`` (``{"cut", "fingerprint", "cache_root"}``): train only the top, on cached
-    views of the frozen bottom (:mod:`transferlab.training.cached_top`).
-    ``budget`` (``{"deadline", "reserve", "record"}``): fit the epochs to the time left
-    (:class:`~transferlab.training.budget.BudgetPlanner`); ``record``, kept in the checkpoint,
-    receives the plan, so a resumed run continues it.
-
-    Returns:
-        ``(history, improved, details)``; ``details``: views cached, epoch times, the plan.
-    """
-    from transferlab.data.augment import resolve_augment
-    from transferlab.training.budget import BudgetPlanner, EpochTimer, FittedCosine
-    from transferlab.training.callbacks import CostEstimate, EpochProgress
-    from transferlab.training.checkpoint import EpochCheckpoint, ResumableEarlyStopping, checkpoint_file, stop_on_sigint
-    from transferlab.training.finetune import fine_tune, fine_tune_rate, schedule_callbacks, steps_for
-
-    train_records, val_records = features["train"].records, features["val"].records
-    record = budget["record"] if budget else {}
-    views = None
-    if views_source is not None:
-        from transferlab.training.cached_top import compute_views, split_classifier
-
-        bottom, _, shape = split_classifier(model, views_source["cut"])
-        # Under a budget the views may take at most a third of the time left: the epochs need the rest.
-        max_seconds = None if budget is None or "views" in record else \
-            (budget["deadline"].left() - budget["reserve"]) / 3.0
-        views = compute_views(bottom, views_source["cut"], shape,
-                              ([r.path for r in train_records], [r.sha256 for r in train_records]),
-                              ([r.path for r in val_records], [r.sha256 for r in val_records]), resize,
-                              resolve_augment(config.augment), views=int(record.get("views") or config.fine_tune_views),
-                              seed=config.seed, cache_root=views_source["cache_root"],
-                              fingerprint=views_source["fingerprint"], engine=config.engine,
-                              show_progress=show_progress, max_seconds=max_seconds)
-        record["views"] = int(views.train.shape[0])
-    index = {name: i for i, name in enumerate(class_names)}
-    early = ResumableEarlyStopping(run_dir, config.fine_tune_patience, (state or {}).get("early_stopping")) \
-        if val_records and config.fine_tune_patience > 0 else None
-    plateau = next(iter(schedule_callbacks(config.schedule, config.patience)), None)
-    checkpoint = EpochCheckpoint(run_dir, "fine-tune", config.seed, (state or {}).get("history"),
-                                 early_stopping=early, plateau=plateau, plateau_state=(state or {}).get("plateau"),
-                                 extra_state={"head_history": head_history, "budget": record})
-    timer, learning_rate, planner = EpochTimer(), None, None
-    if budget is not None:
-        steps = steps_for(len(train_records), config.fine_tune_batch_size)
-        planned = record.get("planned_epochs")
-        if config.schedule == "cosine":
-            learning_rate = FittedCosine(fine_tune_rate(config),
-                                         (planned or config.fine_tune_epochs) * steps, config.warmup_epochs * steps)
-        planner = BudgetPlanner(budget["deadline"], steps_per_epoch=steps, max_epochs=config.fine_tune_epochs,
-                                reserve_seconds=budget["reserve"], schedule=learning_rate, planned_epochs=planned,
-                                val_fraction=len(val_records) / max(1, len(train_records)), timer=timer,
-                                record=record)
-    # Order matters: the timer and the planner write the logs and the record that the checkpoint saves.
-    # The planner of a budgeted run says what it plans; otherwise the estimate says what it will cost.
-    estimate = planner or CostEstimate("Fine-tuning", val_fraction=len(val_records) / max(1, len(train_records)))
-    callbacks = [timer, estimate] + [c for c in (early, plateau) if c is not None] + [
-        checkpoint, EpochProgress("Fine-tuning", enabled=show_progress), *extra_callbacks(run_dir, config)]
-    with stop_on_sigint(checkpoint):
-        fine_tune(model, ([r.path for r in train_records], [index[r.label] for r in train_records]),
-                  ([r.path for r in val_records], [index[r.label] for r in val_records]), resize, config,
-                  num_classes=len(class_names), callbacks=callbacks,
-                  initial_epoch=(state or {}).get("epochs_done", 0),
-                  restore_state=checkpoint_file(run_dir, "state", state) if state else None, guard=early,
-                  views=views, learning_rate=learning_rate)
-    improved = not (early is not None and early.kept_baseline) and not (planner is not None and planner.gave_up)
-    if not improved and early is not None:
-        logger.info("Fine-tuning did not improve the validation loss (best %.4f): keeping the weights it started "
-                    "from.", early.best)
-    details = {"views": record.get("views"), "views_seconds": round(views.seconds, 3) if views is not None else None,
-               "epoch_seconds": [round(t, 3) for t in timer.seconds]}
-    if planner is not None:
-        details.update({"planned_epochs": record.get("planned_epochs"), "gave_up": planner.gave_up,
-                        "estimated_epoch_seconds": record.get("estimated_epoch_seconds")})
-    return checkpoint.history, improved, details
-
-
 def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
     """Features through the cache, the head on them, then (strategy "fine-tune") the top of the backbone."""
     from transferlab._keras import keras
@@ -410,7 +244,7 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
         fine_state = state if state["phase"] == "fine-tune" else None
         record = dict((fine_state or {}).get("budget") or {})
         if deadline is not None and auto.may_choose_depth(config):
-            config = _choose_depth(prep, config, features, deadline.left() - reserve, record)
+            config = choose_depth(prep.backbone, prep.resize, config, features, deadline.left() - reserve, record)
         unfrozen = set_trainable_top(find_base(model), config.unfreeze, config.unfreeze_from)
         logger.info("Fine-tuning %d layer(s) of the backbone (BatchNorm stays frozen): %s%s", len(unfrozen),
                     ", ".join(unfrozen[:8]), " ..." if len(unfrozen) > 8 else "")
@@ -423,7 +257,7 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
         budget = None
         if deadline is not None:
             budget = {"deadline": deadline, "reserve": reserve, "record": record}
-        fine_history, improved, details = _fine_tune_phase(model, features, prep.resize, config, run.path,
+        fine_history, improved, details = fine_tune_phase(model, features, prep.resize, config, run.path,
                                                            fine_state, prep.dataset.class_names, head_history,
                                                            show_progress, views_source, budget)
         prep.metadata.fine_tune = {"unfrozen_layers": unfrozen, "improved_validation_loss": improved,

@@ -13,6 +13,7 @@ import math
 import time
 
 from transferlab._keras import keras
+from transferlab.progress import eta_clock
 
 logger = logging.getLogger("transferlab")
 
@@ -43,7 +44,7 @@ class Deadline:
 
     def eta(self) -> str:
         """The deadline as a wall-clock time, e.g. ``"14:05:09"``."""
-        return _clock(time.time() + self.left())
+        return eta_clock(self.left())
 
 
 def plan_epochs(seconds_left: float, epoch_seconds: float, *, minimum: int = 2, maximum: int = 30) -> int:
@@ -179,7 +180,7 @@ class BudgetPlanner(keras.callbacks.Callback):
             return
         self._set_plan(epochs)
         logger.info("Time budget: ~%.0f s per fine-tuning epoch, %d epoch(s) planned; ETA %s.", estimate, epochs,
-                    _clock(time.time() + (epochs - self._epoch) * estimate - done_so_far + self.reserve))
+                    eta_clock((epochs - self._epoch) * estimate - done_so_far + self.reserve))
 
     def _epoch_seconds(self, epoch: int) -> float:
         """The next epoch's expected seconds: the slowest whole epoch measured after the first;
@@ -209,11 +210,7 @@ class BudgetPlanner(keras.callbacks.Callback):
         if revised != planned:
             logger.info("Time budget: epochs take ~%.0f s; plan revised from %d to %d epoch(s); ETA %s.", expected,
                         planned, max(revised, epoch + 1),
-                        _clock(time.time() + (max(revised, epoch + 1) - epoch - 1) * expected + self.reserve))
+                        eta_clock((max(revised, epoch + 1) - epoch - 1) * expected + self.reserve))
             self._set_plan(max(revised, epoch + 1))
         if self.planned_epochs is not None and epoch + 1 >= self.planned_epochs:
             self.model.stop_training = True
-
-
-def _clock(timestamp: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(timestamp))
