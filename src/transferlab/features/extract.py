@@ -27,7 +27,7 @@ from transferlab.data.decode import ResizeConfig
 from transferlab.data.loader import background_pool, iter_file_batches
 from transferlab.errors import ConfigError
 from transferlab.features.cache import CacheDirError, FeatureCache, cache_writes
-from transferlab.progress import eta_clock, format_duration, progress_bar
+from transferlab.progress import eta_clock, format_duration, plural, progress_bar
 from transferlab.runtimes.exported import OnnxRuntime
 from transferlab.runtimes.keras import KerasRuntime
 
@@ -146,12 +146,12 @@ def _announce(count: int, cache: FeatureCache) -> None:
         rate = 0.0
     if rate > 0:
         seconds = count / rate
-        logger.info("Extracting features of %d image%s: about %s at the %.1f img/s measured last time with this "
-                    "backbone (ETA %s); Ctrl-C keeps what is done.", count, "" if count == 1 else "s",
+        logger.info("Extracting features of %s: about %s at the %.1f img/s measured last time with this "
+                    "backbone (ETA %s); Ctrl-C keeps what is done.", plural(count, "image"),
                     format_duration(seconds), rate, eta_clock(seconds))
     else:
-        logger.info("Extracting features of %d image%s (once: they are cached); Ctrl-C keeps what is done.",
-                    count, "" if count == 1 else "s")
+        logger.info("Extracting features of %s (once: they are cached); Ctrl-C keeps what is done.",
+                    plural(count, "image"))
 
 
 def _record_rate(cache: FeatureCache, images: int, seconds: float) -> None:
