@@ -56,9 +56,19 @@ SETTINGS = {
     "frozen": {"strategy": "feature-extraction"},
     "old-default fine-tune": OLD_FINE_TUNE,
     "strong recipe": STRONG_RECIPE,
+    # The default depth (--unfreeze auto): every layer with DEEP_RECIPE's 8 epochs when they fit in
+    # 20 minutes (blood_cells), else the top 16 on cached views, as "top-16 fine-tune".
     "new-default fine-tune": {"strategy": "fine-tune"},
+    "top-16 fine-tune": {"strategy": "fine-tune", "unfreeze": "16"},
     "new-recipe-all-layers": {"strategy": "fine-tune", "unfreeze": "all", "fine_tune_epochs": 12},
     "auto-10m": {"strategy": "auto", "time_budget": 600},
+    # The every-layer recipe (training/auto.py DEEP_RECIPE) spelled out, and with fewer epochs.
+    "deep-8": {"strategy": "fine-tune", "unfreeze": "all", "layer_decay": 1.0, "fine_tune_lr": 3e-4,
+               "weight_decay": 0.0, "clip_norm": 0.0, "augment": "light", "fine_tune_patience": 10,
+               "fine_tune_views": 0, "fine_tune_epochs": 8},
+    "deep-6": {"strategy": "fine-tune", "unfreeze": "all", "layer_decay": 1.0, "fine_tune_lr": 3e-4,
+               "weight_decay": 0.0, "clip_norm": 0.0, "augment": "light", "fine_tune_patience": 10,
+               "fine_tune_views": 0, "fine_tune_epochs": 6},
 }
 
 

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,7 @@ SETTINGS = {
 def run_one(data: Path, settings: dict, work: Path, name: str, child: str = CHILD) -> dict:
     """Train once in a fresh process (``child``: the script, printing a JSON line last); its result and wall time."""
     settings = {"runs_dir": str(work / "runs"), "cache_dir": str(work / "cache"), "name": name, **settings}
+    shutil.rmtree(work / "runs" / name, ignore_errors=True)  # a --work folder reused: the row is run again
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", child, str(data), json.dumps(settings)],
                           capture_output=True, text=True)

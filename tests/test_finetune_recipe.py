@@ -7,6 +7,7 @@ import pytest
 
 from conftest import make_class_folders
 from helpers import save_tiny_cnn
+from transferlab.errors import ConfigError
 
 
 def _image(seed: int = 0, size: int = 32) -> np.ndarray:
@@ -355,11 +356,20 @@ def test_auto_depth_rule_fine_tunes_every_layer_only_when_the_budget_fits_it():
     deep, why = auto.choose_depth(1000.0, 0.01, n_train=100, n_val=10)  # ~1.8 s per epoch
     assert deep and "every layer" in why
     deep, why = auto.choose_depth(100.0, 0.02, n_train=1400, n_val=170)  # ~51 s per epoch: 1 fits
-    assert not deep and "1 of the 8 wanted" in why
-    assert auto.may_choose_depth(TrainConfig(strategy="auto"))
-    assert not auto.may_choose_depth(TrainConfig(strategy="auto", unfreeze="4"))
-    assert not auto.may_choose_depth(TrainConfig(strategy="auto", unfreeze_from="conv2"))
-    assert not auto.may_choose_depth(TrainConfig(strategy="fine-tune"))
+    assert not deep and "1 of the 8 wanted" in why and "--unfreeze all" in why
+    # Without a budget, 20 minutes: blood_cells' size fits on 2 cores, ten times that does not.
+    deep, why = auto.choose_depth(auto.UNBUDGETED_SECONDS, 0.02, n_train=1400, n_val=170, budgeted=False)
+    assert deep and "20 minutes allowed without --time-budget" in why
+    deep, why = auto.choose_depth(auto.UNBUDGETED_SECONDS, 0.02, n_train=14000, n_val=1700, budgeted=False)
+    assert not deep and "top 16 layers" in why
+    for strategy in ("auto", "fine-tune"):  # the default depth is chosen, a depth the user gave is kept
+        assert TrainConfig(strategy=strategy).unfreeze == "auto"
+        assert auto.may_choose_depth(TrainConfig(strategy=strategy))
+        assert not auto.may_choose_depth(TrainConfig(strategy=strategy, unfreeze="4"))
+        assert not auto.may_choose_depth(TrainConfig(strategy=strategy, unfreeze="all"))
+        assert not auto.may_choose_depth(TrainConfig(strategy=strategy, unfreeze_from="conv2"))
+    with pytest.raises(ConfigError, match="'auto', 'all' or a number"):
+        TrainConfig(unfreeze="most")
 
 
 def test_auto_with_time_to_spare_fine_tunes_every_layer_and_keeps_the_users_settings(tiny):
@@ -379,3 +389,52 @@ def test_auto_with_time_to_spare_fine_tunes_every_layer_and_keeps_the_users_sett
                                                                    fine_tune_epochs=1, unfreeze="1"))
     told = json.loads((chosen.run_dir / "config.json").read_text())
     assert "depth" not in told["extras"]["strategy"] and len(told["fine_tune"]["unfrozen_layers"]) == 1
+
+
+def test_plain_fine_tune_without_a_budget_chooses_its_depth_and_says_why(tiny, monkeypatch):
+    import json
+
+    import transferlab
+    from transferlab.training import auto
+
+    root, backbone, data = tiny
+    clf = transferlab.train(data, show_progress=False, **_auto(root, backbone, "plain-deep", strategy="fine-tune",
+                                                                fine_tune_epochs=2))
+    meta = json.loads((clf.run_dir / "config.json").read_text())
+    depth = meta["extras"]["strategy"]["depth"]
+    assert depth["all_layers"] and "without --time-budget" in depth["why"]
+    assert {"conv1", "conv2"} <= set(meta["fine_tune"]["unfrozen_layers"])
+    assert len(meta["fine_tune"]["epoch_seconds"]) == 2  # the user's epochs, not the recipe's 8
+    assert meta["fine_tune"]["cached_bottom"] is None  # every layer trains: images stream
+
+    monkeypatch.setattr(auto, "UNBUDGETED_SECONDS", 1e-6)  # nothing fits: the top layers
+    clf = transferlab.train(data, show_progress=False, **_auto(root, backbone, "plain-top", strategy="fine-tune",
+                                                                fine_tune_epochs=1))
+    meta = json.loads((clf.run_dir / "config.json").read_text())
+    assert not meta["extras"]["strategy"]["depth"]["all_layers"]
+    assert "top 16 layers" in meta["extras"]["strategy"]["depth"]["why"]
+
+
+def test_operating_point_of_a_kept_fine_tune_is_chosen_on_the_fine_tuned_model(tiny):
+    """Strategy auto that keeps fine-tuning: the threshold is chosen on what the saved model
+    predicts, not on the head's probabilities over the frozen features."""
+    import csv
+
+    import transferlab
+    from transferlab.training.operating_point import DecisionRule, decision_figures
+
+    root, backbone, data = tiny
+    # A one-epoch head leaves room for fine-tuning (which trains the head too) to lower the loss.
+    clf = transferlab.train(data, show_progress=False, **_auto(root, backbone, "point", epochs=1, time_budget=600,
+                                                                fine_tune_epochs=3, good_class="red",
+                                                                target_recall=0.9))
+    assert clf.metadata["extras"]["strategy"]["kept"] == "fine-tune"
+    rule = DecisionRule.from_metadata(clf.metadata)
+    with open(clf.run_dir / "splits.csv", newline="") as fh:
+        val = [row for row in csv.DictReader(fh) if row["split"] == "val"]
+    classes = list(clf.classes_)
+    probs = clf.predict_proba([str(data / row["path"]) for row in val])
+    y = np.array([classes.index(row["label"]) for row in val])
+    expected = decision_figures(probs, y, classes, rule)
+    for key in ("defect_recall", "false_alarm_rate", "defective", "good"):
+        assert rule.validation[key] == expected[key], key

@@ -104,7 +104,8 @@ def choose_resize(prep, show_progress: bool) -> tuple[ResizeConfig, dict]:
     return candidates[best], {"chosen": best, "metric": "validation macro_f1, then validation loss", "scores": scores}
 
 
-def choose_operating_point(config: TrainConfig, val: SplitFeatures, class_names: list[str], head, clf):
+def choose_operating_point(config: TrainConfig, val: SplitFeatures, class_names: list[str], head, clf,
+                           backbone_changed: bool = False):
     """The decision rule of ``good_class``/``target_recall`` and ``uncertain_below``, chosen on the
     validation split's probabilities, and set on ``clf`` (so that its ``predict`` applies it).
 
@@ -113,6 +114,8 @@ def choose_operating_point(config: TrainConfig, val: SplitFeatures, class_names:
             fine-tuning ``clf`` predicts its images instead).
         head: the fitted head (Keras model, features -> probabilities).
         clf: the run's :class:`~transferlab.api.Classifier`.
+        backbone_changed: fine-tuning was kept (strategy fine-tune or auto), so the cached
+            features no longer are what the model sees.
 
     Returns:
         (the :class:`~transferlab.training.operating_point.DecisionRule` or None when neither
@@ -123,7 +126,7 @@ def choose_operating_point(config: TrainConfig, val: SplitFeatures, class_names:
 
     if config.good_class is None and config.uncertain_below is None:
         return None, None
-    if config.strategy == "fine-tune":  # the backbone changed: cached features no longer apply
+    if backbone_changed:  # fine-tuned: the cached features are not what the model sees any more
         probs, errors = clf.predict_files([r.path for r in val.records])
         keep = np.array([i not in errors for i in range(len(val.records))], dtype=bool)
         probs, y = probs[keep], val.y[keep]

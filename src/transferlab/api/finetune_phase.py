@@ -29,11 +29,18 @@ def extra_callbacks(run_dir: Path, config: TrainConfig) -> list:
 
 
 def choose_depth(backbone, resize: ResizeConfig, config: TrainConfig, features: dict[str, SplitFeatures],
-                 seconds_left: float, record: dict) -> TrainConfig:
-    """Strategy auto: fine-tune every layer when the budget fits it, else the top (the default).
+                 seconds_left: float | None, record: dict) -> TrainConfig:
+    """``unfreeze="auto"``: fine-tune every layer when the time allows it, else the top layers.
 
-    The choice goes into ``record`` (saved with every fine-tuning checkpoint), so a resumed run
-    continues the recipe it started instead of choosing again with less time left.
+    Args:
+        seconds_left: what the time budget leaves for fine-tuning; None (no budget):
+            :data:`~transferlab.training.auto.UNBUDGETED_SECONDS`.
+        record: receives the choice (``record["depth"]``), saved with every fine-tuning checkpoint,
+            so a resumed run continues the recipe it started instead of choosing again.
+
+    Returns:
+        The config with the chosen depth and, for every layer, :data:`~transferlab.training.auto.DEEP_RECIPE`'s
+        settings where the user left the default.
     """
     from transferlab.training import auto
 
@@ -42,27 +49,29 @@ def choose_depth(backbone, resize: ResizeConfig, config: TrainConfig, features: 
         # One fine-tuning batch: the per-image cost depends on the batch size (eager calls of 8 images
         # cost ~1.5x more per image than 16), and the step factor was measured at this size.
         sample = np.stack([resize.load(r.path) for r in train_records[:config.fine_tune_batch_size]])
-        deep, why = auto.choose_depth(seconds_left, auto.forward_seconds_per_image(backbone, sample),
-                                      len(train_records), len(features["val"]))
+        deep, why = auto.choose_depth(auto.UNBUDGETED_SECONDS if seconds_left is None else seconds_left,
+                                      auto.forward_seconds_per_image(backbone, sample),
+                                      len(train_records), len(features["val"]), budgeted=seconds_left is not None)
         record["depth"] = {"all_layers": deep, "why": why}
-        logger.info("Strategy auto: fine-tuning %s.", why)
+        logger.info("Fine-tuning %s.", why)
     if record["depth"]["all_layers"]:  # the recipe's settings, where the user left the default
         defaults = TrainConfig()
         return config.replace(**{k: v for k, v in auto.DEEP_RECIPE.items()
                                  if getattr(config, k) == getattr(defaults, k)})
-    return config
+    return config.replace(unfreeze=auto.TOP_LAYERS)
 
 
 def fine_tune_phase(model, features: dict[str, SplitFeatures], resize: ResizeConfig, config: TrainConfig,
                      run_dir: Path, state: dict | None, class_names: list[str], head_history: dict,
-                     show_progress: bool, views_source: dict | None = None, budget: dict | None = None):
+                     show_progress: bool, views_source: dict | None = None, budget: dict | None = None,
+                     record: dict | None = None):
     """Unfreeze the top of the backbone and train on augmented images.
 
     ``views_source`` (``{"cut", "fingerprint", "cache_root"}``): train only the top, on cached
     views of the frozen bottom (:mod:`transferlab.training.cached_top`).
-    ``budget`` (``{"deadline", "reserve", "record"}``): fit the epochs to the time left
-    (:class:`~transferlab.training.budget.BudgetPlanner`); ``record``, kept in the checkpoint,
-    receives the plan, so a resumed run continues it.
+    ``budget`` (``{"deadline", "reserve"}``): fit the epochs to the time left
+    (:class:`~transferlab.training.budget.BudgetPlanner`). ``record`` (the depth chosen, the
+    views, the plan) is kept with every checkpoint, so a resumed run continues what it began.
 
     Returns:
         ``(history, improved, details)``; ``details``: views cached, epoch times, the plan.
@@ -74,7 +83,7 @@ def fine_tune_phase(model, features: dict[str, SplitFeatures], resize: ResizeCon
     from transferlab.training.finetune import fine_tune, fine_tune_rate, schedule_callbacks, steps_for
 
     train_records, val_records = features["train"].records, features["val"].records
-    record = budget["record"] if budget else {}
+    record = {} if record is None else record
     views = None
     if views_source is not None:
         from transferlab.training.cached_top import compute_views, split_classifier

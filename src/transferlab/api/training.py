@@ -243,8 +243,9 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
         fine_start = time.perf_counter()
         fine_state = state if state["phase"] == "fine-tune" else None
         record = dict((fine_state or {}).get("budget") or {})
-        if deadline is not None and auto.may_choose_depth(config):
-            config = choose_depth(prep.backbone, prep.resize, config, features, deadline.left() - reserve, record)
+        if auto.may_choose_depth(config):
+            config = choose_depth(prep.backbone, prep.resize, config, features,
+                                  None if deadline is None else deadline.left() - reserve, record)
         unfrozen = set_trainable_top(find_base(model), config.unfreeze, config.unfreeze_from)
         logger.info("Fine-tuning %d layer(s) of the backbone (BatchNorm stays frozen): %s%s", len(unfrozen),
                     ", ".join(unfrozen[:8]), " ..." if len(unfrozen) > 8 else "")
@@ -254,12 +255,10 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
 
             cut = cut_below(find_base(model), unfrozen)
             views_source = {"cut": cut, "fingerprint": cache.parts, "cache_root": cache.root} if cut else None
-        budget = None
-        if deadline is not None:
-            budget = {"deadline": deadline, "reserve": reserve, "record": record}
+        budget = None if deadline is None else {"deadline": deadline, "reserve": reserve}
         fine_history, improved, details = fine_tune_phase(model, features, prep.resize, config, run.path,
                                                            fine_state, prep.dataset.class_names, head_history,
-                                                           show_progress, views_source, budget)
+                                                           show_progress, views_source, budget, record)
         prep.metadata.fine_tune = {"unfrozen_layers": unfrozen, "improved_validation_loss": improved,
                                    "cached_bottom": views_source["cut"] if views_source else None, **details}
         phases.append(auto.phase_record("fine-tune", fine_history, time.perf_counter() - fine_start,
@@ -298,7 +297,8 @@ def finish_run(prep: PreparedRun, fit: FittedRun) -> Classifier:
         from transferlab.evaluation.gradcam import FeatureMapCache
 
         clf.feature_map_cache = FeatureMapCache(fit.cache.root, fit.cache.parts)
-    rule, validation = choose_operating_point(config, fit.features["val"], class_names, fit.head, clf)
+    rule, validation = choose_operating_point(config, fit.features["val"], class_names, fit.head, clf,
+                                              backbone_changed=fit.backbone_changed)
     if rule is not None:
         metadata.extras[OPERATING_POINT_KEY] = rule.to_dict()
     eval_split = "test" if len(fit.features["test"]) else "val"

@@ -127,8 +127,10 @@ class TrainConfig:
     time_budget: float | None = setting(None, "auto/fine-tune: seconds for the whole run, e.g. 600, 10m, 1h30m; "
                                               "fine-tuning epochs are fitted to it", minimum=0.0,
                                         parse=parse_duration)
-    unfreeze: str = setting("16", "fine-tune: 'all' or the number of top backbone layers with weights (16: "
-                                  "EfficientNet-Lite0's last 5 blocks and head conv)")
+    unfreeze: str = setting("auto", "fine-tune: 'auto' (every layer, 8 epochs at lr 3e-4, when they fit in "
+                                    "--time-budget, or in 20 minutes without one: timed on one batch; else the "
+                                    "top 16 layers on cached views), 'all', or the number of top backbone layers "
+                                    "with weights (16: EfficientNet-Lite0's last 5 blocks and head conv)")
     unfreeze_from: str | None = setting(None, "fine-tune: unfreeze this layer and all above it")
     fine_tune_epochs: int = setting(10, "most fine-tune epochs; early stopping often ends sooner", minimum=0)
     fine_tune_lr: float | None = setting(None, "fine-tune learning rate (default: head rate / 2)", minimum=0.0)
@@ -174,8 +176,8 @@ class TrainConfig:
         """Raise :class:`~transferlab.errors.ConfigError` naming the bad setting and its valid values."""
         for f in dataclasses.fields(self):
             check_setting(f, getattr(self, f.name))
-        if not (self.unfreeze == "all" or self.unfreeze.isdigit()):
-            raise ConfigError(f"unfreeze must be 'all' or a number of layers, got {self.unfreeze!r}.")
+        if not (self.unfreeze in ("auto", "all") or self.unfreeze.isdigit()):
+            raise ConfigError(f"unfreeze must be 'auto', 'all' or a number of layers, got {self.unfreeze!r}.")
         if self.learning_rate <= 0 or (self.fine_tune_lr is not None and self.fine_tune_lr <= 0):
             raise ConfigError(f"learning rates must be > 0, got learning_rate={self.learning_rate!r}, "
                               f"fine_tune_lr={self.fine_tune_lr!r}.")
