@@ -26,7 +26,7 @@ from transferlab._atomic import atomic_write, atomic_write_bytes
 from transferlab.audit.defaults import DUPLICATE_FIXES, LABEL_FIXES, OUTLIER_FIXES
 from transferlab.audit.result import AuditResult
 from transferlab.errors import ConfigError
-from transferlab.evaluation.report import _CSS, _e, _img_array, _kv_grid, _muted, _section, _table, _thumbnail
+from transferlab.evaluation.html import CSS, escape, img_array, kv_grid, muted, section, table, thumbnail
 
 __all__ = ["AUDIT_CSV", "AUDIT_HTML", "AUDIT_JSON", "write_audit", "write_clean"]
 
@@ -60,13 +60,13 @@ def csv_rows(result: AuditResult) -> list[dict]:
 
 # ------------------------------------------------------------------ HTML
 def _thumb_html(path: str, alt: str) -> str:
-    thumb = _thumbnail(path)
-    return _img_array(thumb, alt) if thumb is not None else '<div class="missing">image not found</div>'
+    thumb = thumbnail(path)
+    return img_array(thumb, alt) if thumb is not None else '<div class="missing">image not found</div>'
 
 
 def _card(path: str, alt: str, caption: str) -> str:
     return (f'<div class="mistake"><div class="pics">{_thumb_html(path, alt)}</div><div>{caption}</div>'
-            f'<div class="path" title="{_e(path)}">{_e(Path(path).name)}</div></div>')
+            f'<div class="path" title="{escape(path)}">{escape(Path(path).name)}</div></div>')
 
 
 def _summary_section(s: dict) -> str:
@@ -75,96 +75,96 @@ def _summary_section(s: dict) -> str:
              (d["groups"], "duplicate groups"), (d["cross_split_groups"], "groups across splits"),
              (d["two_label_groups"], "groups with two labels"), (s["outliers"]["count"], "outliers"),
              (s["bad_files"], "unreadable files"), (s["backbone"], "backbone")]
-    body = "".join(f'<div class="card"><b>{_e(v)}</b><span>{_e(k)}</span></div>' for v, k in cards)
-    return _section("summary", "Summary", f'<div class="cards">{body}</div>'
-                    + _muted("Nothing was changed: review the findings, then fix the files yourself or train on the "
+    body = "".join(f'<div class="card"><b>{escape(v)}</b><span>{escape(k)}</span></div>' for v, k in cards)
+    return section("summary", "Summary", f'<div class="cards">{body}</div>'
+                    + muted("Nothing was changed: review the findings, then fix the files yourself or train on the "
                              "CSV that `transferlab audit --write-clean` writes."))
 
 
 def _per_class_section(s: dict) -> str:
-    rows = [[_e(n), str(c["images"]), str(c["label_issues"]), str(c["duplicates"]), str(c["outliers"])]
+    rows = [[escape(n), str(c["images"]), str(c["label_issues"]), str(c["duplicates"]), str(c["outliers"])]
             for n, c in s["per_class"].items()]
-    body = _table(["class", "images", "likely label errors", "duplicate files", "outliers"], rows)
+    body = table(["class", "images", "likely label errors", "duplicate files", "outliers"], rows)
     if s["label_issues"]["estimated_errors"]:
-        est = [[_e(e["given"]), _e(e["true"]), f"{e['images']:.1f}"] for e in s["label_issues"]["estimated_errors"]]
-        body += ("<h3>Estimated mislabeled images per class pair</h3>" + _table(["labelled as", "really", "images"], est,
+        est = [[escape(e["given"]), escape(e["true"]), f"{e['images']:.1f}"] for e in s["label_issues"]["estimated_errors"]]
+        body += ("<h3>Estimated mislabeled images per class pair</h3>" + table(["labelled as", "really", "images"], est,
                                                                                  numeric_from=2)
-                 + _muted("The confident joint of Northcutt et al. (2021), calibrated to the class counts."))
-    return _section("per-class", "Counts per class", body)
+                 + muted("The confident joint of Northcutt et al. (2021), calibrated to the class counts."))
+    return section("per-class", "Counts per class", body)
 
 
 def _labels_section(result: AuditResult, max_gallery: int) -> str:
     rows = result.label_issue_rows()
     title = "Likely label errors"
     if not rows:
-        return _section("label-issues", title, '<p class="note">No likely label error: every image is, out of fold, '
+        return section("label-issues", title, '<p class="note">No likely label error: every image is, out of fold, '
                                                'at least as probable for its own class as the class threshold.</p>')
     names, issues = result.class_names, result.labels
     cards = [_card(result.records[r].path, f"label issue {i + 1}",
-                   f'labelled <span class="pred">{_e(names[issues.given[r]])}</span> &rarr; looks like '
-                   f'<span class="true">{_e(names[issues.suggested[r]])}</span> '
+                   f'labelled <span class="pred">{escape(names[issues.given[r]])}</span> &rarr; looks like '
+                   f'<span class="true">{escape(names[issues.suggested[r]])}</span> '
                    f'(p {issues.probabilities[r, issues.suggested[r]]:.0%}, score {issues.score[r]:.2f})')
              for i, r in enumerate(rows[:max_gallery])]
     head = (f"<p>{len(rows)} images are confidently another class than their label (out-of-fold probabilities of a "
             f"linear probe on the backbone features, {result.settings.get('folds')}-fold; confident learning, "
             f"Northcutt et al., JAIR 2021). Showing {len(cards)}, likeliest first; score = 1 - p(given label).</p>")
-    return _section("label-issues", title, head + f'<div class="gallery">{"".join(cards)}</div>')
+    return section("label-issues", title, head + f'<div class="gallery">{"".join(cards)}</div>')
 
 
 def _duplicates_section(result: AuditResult, max_gallery: int) -> str:
     groups = result.duplicates
     title = "Duplicates and split leakage"
     if not groups:
-        return _section("duplicates", title, '<p class="note">No duplicates: no two images are byte copies or '
+        return section("duplicates", title, '<p class="note">No duplicates: no two images are byte copies or '
                                              'near copies (resized, re-encoded, slightly cropped) of each other.</p>')
     parts = []
     for group in groups[:max_gallery]:
-        badges = f'<span class="badge">{_e(group.kind)}</span>'
+        badges = f'<span class="badge">{escape(group.kind)}</span>'
         if group.crosses_splits:
-            badges += f'<span class="badge bad">leakage: {_e(", ".join(group.splits))}</span>'
+            badges += f'<span class="badge bad">leakage: {escape(", ".join(group.splits))}</span>'
         if group.two_labels:
-            badges += f'<span class="badge bad">two labels: {_e(", ".join(group.labels))}</span>'
+            badges += f'<span class="badge bad">two labels: {escape(", ".join(group.labels))}</span>'
         detail = "" if group.kind == "exact" else f" &middot; feature similarity &ge; {group.similarity:.2f}, " \
                                                   f"hash distance &le; {group.hash_distance}"
         figures = "".join(
-            f"<figure>{_thumb_html(m.path, f'{group.id} copy {i + 1}')}<figcaption><b>{_e(m.label)}</b> &middot; "
-            f"{_e(m.split or 'left out')}<div class=\"path\" title=\"{_e(m.path)}\">{_e(Path(m.path).name)}</div>"
+            f"<figure>{_thumb_html(m.path, f'{group.id} copy {i + 1}')}<figcaption><b>{escape(m.label)}</b> &middot; "
+            f"{escape(m.split or 'left out')}<div class=\"path\" title=\"{escape(m.path)}\">{escape(Path(m.path).name)}</div>"
             f"</figcaption></figure>" for i, m in enumerate(group.members))
-        parts.append(f'<div class="group" id="{_e(group.id)}"><div><b>{_e(group.id)}</b>{badges}{detail}</div>'
+        parts.append(f'<div class="group" id="{escape(group.id)}"><div><b>{escape(group.id)}</b>{badges}{detail}</div>'
                      f'<div class="pics">{figures}</div></div>')
     head = (f"<p>{len(groups)} groups ({sum(len(g.members) for g in groups)} files); showing {len(parts)}, label "
             f"conflicts and groups across splits first. A picture in train and in test makes test accuracy look "
             f"better than it is.</p>")
-    return _section("duplicates", title, head + "".join(parts))
+    return section("duplicates", title, head + "".join(parts))
 
 
 def _outliers_section(result: AuditResult, max_gallery: int) -> str:
     rows = result.outlier_rows()
     title = "Outliers"
     if not rows:
-        return _section("outliers", title, '<p class="note">No outliers: every image is about as close to the rest '
+        return section("outliers", title, '<p class="note">No outliers: every image is about as close to the rest '
                                            'as usual.</p>')
     cards = [_card(result.records[r].path, f"outlier {i + 1}",
-                   f'<span class="true">{_e(result.records[r].label)}</span> &middot; score '
+                   f'<span class="true">{escape(result.records[r].label)}</span> &middot; score '
                    f'{result.outlier_score[r]:.1f}') for i, r in enumerate(rows[:max_gallery])]
     head = (f"<p>{len(rows)} images lie far from every other image (placeholders, wrong domain, blank frames); "
             f"score = robust z-score of their similarity to their nearest neighbours. Showing {len(cards)}.</p>")
-    return _section("outliers", title, head + f'<div class="gallery">{"".join(cards)}</div>')
+    return section("outliers", title, head + f'<div class="gallery">{"".join(cards)}</div>')
 
 
 def render_html(result: AuditResult, s: dict, max_gallery: int = 60) -> str:
     """The page of ``audit.html`` as a string."""
     sections = [_summary_section(s), _labels_section(result, max_gallery), _duplicates_section(result, max_gallery),
                 _outliers_section(result, max_gallery), _per_class_section(s),
-                _section("settings", "Settings", _kv_grid({**s["settings"], "timing (s)": s["timing"]}))]
+                section("settings", "Settings", kv_grid({**s["settings"], "timing (s)": s["timing"]}))]
     nav = " &middot; ".join(f'<a href="#{i}" style="color:#bcccdc">{t}</a>' for i, t in (
         ("label-issues", "label errors"), ("duplicates", "duplicates"), ("outliers", "outliers"),
         ("per-class", "per class"), ("settings", "settings")))
     name = Path(result.dataset.root).name
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>transferlab audit: {_e(name)}</title><style>{_CSS}{_EXTRA_CSS}</style></head><body>"
-            f"<header><h1>Audit of {_e(name)}</h1><p>{_e(result.dataset.root)} ({_e(result.dataset.layout)} layout)"
+            f"<title>transferlab audit: {escape(name)}</title><style>{CSS}{_EXTRA_CSS}</style></head><body>"
+            f"<header><h1>Audit of {escape(name)}</h1><p>{escape(result.dataset.root)} ({escape(result.dataset.layout)} layout)"
             f"</p><p>{nav}</p></header><main>{''.join(sections)}</main></body></html>\n")
 
 

@@ -9,10 +9,7 @@ Every file of the run is optional: what is missing is said in its section.
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
-import io
 import json
 import logging
 import os
@@ -24,6 +21,18 @@ import numpy as np
 
 from transferlab import rundir
 from transferlab.errors import MissingFileError
+from transferlab.evaluation.html import (
+    CSS,
+    escape,
+    fmt_value,
+    img_array,
+    img_file,
+    kv_grid,
+    muted,
+    section,
+    table,
+    thumbnail,
+)
 from transferlab.rundir import REPORT_FILE
 
 if TYPE_CHECKING:
@@ -33,31 +42,8 @@ logger = logging.getLogger("transferlab")
 
 __all__ = ["write_report", "REPORT_FILE"]
 
-_THUMB = 160
 _MAX_BAD_FILES = 200
 
-_CSS = """
-body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:#1f2933;background:#f5f7fa}
-header{background:#243b53;color:#fff;padding:18px 32px}header h1{margin:0 0 4px;font-size:24px}
-header p{margin:0;color:#d9e2ec;font-size:14px}main{max-width:1200px;margin:0 auto;padding:8px 32px 40px}
-section{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.12);margin:18px 0;padding:16px 22px}
-h2{margin:0 0 12px;font-size:19px;color:#243b53}h3{font-size:15px;margin:16px 0 8px;color:#334e68}
-table{border-collapse:collapse;font-size:13px;margin:4px 0}th,td{padding:4px 10px;border-bottom:1px solid #e4e7eb;text-align:left;vertical-align:top}
-th{background:#f0f4f8}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.avg td{font-weight:600;background:#fafbfc}code{font-size:12px;word-break:break-all}
-.cards{display:flex;flex-wrap:wrap;gap:12px}.card{background:#f0f4f8;border-radius:6px;padding:10px 16px;min-width:120px}
-.card b{display:block;font-size:22px;color:#102a43}.card span{font-size:12px;color:#627d98}
-section img{max-width:100%;height:auto}.figs{display:grid;grid-template-columns:repeat(auto-fit,minmax(360px,1fr));gap:16px;align-items:start}
-.figs.wide{grid-template-columns:1fr}
-.muted{color:#627d98;font-size:13px}.note{background:#fffbea;border-left:4px solid #f0b429;padding:6px 10px;font-size:13px}
-.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:12px}
-.mistake{border:1px solid #e4e7eb;border-radius:6px;padding:8px;background:#fafbfc;font-size:13px}
-.mistake .pics{display:flex;gap:6px}.mistake img{width:160px;height:160px;object-fit:contain;background:#e4e7eb;border-radius:4px}
-.mistake .missing{width:160px;height:160px;display:flex;align-items:center;justify-content:center;background:#e4e7eb;color:#627d98}
-.true{color:#1f7a3a;font-weight:600}.pred{color:#b42318;font-weight:600}.path{color:#627d98;font-size:11px;word-break:break-all}
-.kv{columns:3 300px;column-gap:32px;margin:0}.kv div{break-inside:avoid;display:flex;gap:10px;padding:3px 0;border-bottom:1px solid #eef1f4;font-size:13px}
-.kv dt{font-weight:600;color:#334e68;flex:0 0 40%;word-break:break-word}.kv dd{margin:0;word-break:break-all;flex:1}
-"""
 
 
 # ------------------------------------------------------------------ reading the run
@@ -128,72 +114,6 @@ def _metrics_from_predictions(predictions: list[dict], names: list[str]) -> dict
         return None
 
 
-# ------------------------------------------------------------------ HTML pieces
-def _e(value) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _img(data: bytes, mime: str, alt: str) -> str:
-    return f'<img src="data:{mime};base64,{base64.b64encode(data).decode("ascii")}" alt="{_e(alt)}">'
-
-
-def _img_file(path: Path, alt: str) -> str:
-    return _img(path.read_bytes(), "image/png", alt)
-
-
-def _img_array(array: np.ndarray, alt: str) -> str:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="JPEG", quality=88)
-    return _img(buffer.getvalue(), "image/jpeg", alt)
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return "&mdash;"
-    if isinstance(value, float):
-        return _e(f"{value:.6g}")
-    if isinstance(value, (dict, list)):
-        return f"<code>{_e(json.dumps(value, default=str))}</code>"
-    return _e(value)
-
-
-def _flatten(items: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in items.items():
-        if isinstance(value, dict) and value and not prefix:
-            flat.update(_flatten(value, f"{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _kv_grid(items: dict) -> str:
-    """Key/value pairs in newspaper columns: a long config stays a screen high."""
-    rows = "".join(f"<div><dt>{_e(k)}</dt><dd>{_fmt(v)}</dd></div>" for k, v in _flatten(items).items())
-    return f'<dl class="kv">{rows}</dl>'
-
-
-def _table(header: list[str], rows: list[list], numeric_from: int = 1, row_class: list[str] | None = None) -> str:
-    head = "".join(f'<th class="num">{_e(h)}</th>' if i >= numeric_from else f"<th>{_e(h)}</th>"
-                   for i, h in enumerate(header))
-    body = []
-    for r, row in enumerate(rows):
-        cls = f' class="{row_class[r]}"' if row_class and row_class[r] else ""
-        cells = "".join(f'<td class="num">{c}</td>' if i >= numeric_from else f"<td>{c}</td>" for i, c in enumerate(row))
-        body.append(f"<tr{cls}>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _section(sid: str, title: str, body: str) -> str:
-    return f'<section id="{sid}"><h2>{_e(title)}</h2>{body}</section>'
-
-
-def _muted(text: str) -> str:
-    return f'<p class="muted">{_e(text)}</p>'
-
-
 # ------------------------------------------------------------------ sections
 def _summary(config: dict | None, metrics: dict | None) -> str:
     from transferlab.evaluation.metrics import is_imbalanced_report
@@ -221,42 +141,42 @@ def _summary(config: dict | None, metrics: dict | None) -> str:
         seconds = (config.get("timing") or {}).get("total_seconds")
         if seconds is not None:
             cards.append((f"{seconds:.1f} s", "training time"))
-    body = "".join(f'<div class="card"><b>{_e(v)}</b><span>{_e(k)}</span></div>' for v, k in cards)
-    note = f'<p class="note">{_e(metrics["note"])}</p>' if metrics and metrics.get("note") else ""
+    body = "".join(f'<div class="card"><b>{escape(v)}</b><span>{escape(k)}</span></div>' for v, k in cards)
+    note = f'<p class="note">{escape(metrics["note"])}</p>' if metrics and metrics.get("note") else ""
     if imbalanced:
         note += ('<p class="note">The classes are imbalanced: accuracy is dominated by the large classes. '
                  "Read macro F1 and each class's recall (per-class table below).</p>")
     imbalance = ((config or {}).get("extras") or {}).get("imbalance")
     if imbalance and imbalance.get("reason"):
-        note += _muted("Class weighting: " + imbalance["reason"] + ".")
-    return _section("summary", "Summary", (f'<div class="cards">{body}</div>' if body else _muted("Nothing to summarise yet.")) + note)
+        note += muted("Class weighting: " + imbalance["reason"] + ".")
+    return section("summary", "Summary", (f'<div class="cards">{body}</div>' if body else muted("Nothing to summarise yet.")) + note)
 
 
 def _settings(config: dict | None) -> str:
     if not config:
-        return _section("settings", "Settings", _muted("No config.json in this run."))
+        return section("settings", "Settings", muted("No config.json in this run."))
     parts = []
     if isinstance(config.get("config"), dict):
         parts.append("<h3>Training settings</h3>" + _training_settings(config["config"]))
     if isinstance(config.get("backbone"), dict):
-        parts.append("<h3>Backbone</h3>" + _kv_grid(config["backbone"]))
+        parts.append("<h3>Backbone</h3>" + kv_grid(config["backbone"]))
     strategy = (config.get("extras") or {}).get("strategy")
     strategy = strategy if isinstance(strategy, dict) else None
     if strategy and strategy.get("phases"):
-        rows = [[_e(p.get("phase"))] + [_fmt(p.get(k, "")) for k in
+        rows = [[escape(p.get("phase"))] + [fmt_value(p.get(k, "")) for k in
                                          ("epochs", "seconds", "val_loss", "val_accuracy", "gain_val_accuracy")]
                 for p in strategy["phases"]]
-        parts.append(f"<h3>Strategy {_e(strategy.get('name'))}: kept the {_e(strategy.get('kept'))} model</h3>"
-                     f"<p>{_e(strategy.get('why'))}</p>"
-                     + _table(["phase", "epochs", "seconds", "val loss", "val accuracy", "val accuracy gained"], rows))
+        parts.append(f"<h3>Strategy {escape(strategy.get('name'))}: kept the {escape(strategy.get('kept'))} model</h3>"
+                     f"<p>{escape(strategy.get('why'))}</p>"
+                     + table(["phase", "epochs", "seconds", "val loss", "val accuracy", "val accuracy gained"], rows))
     extra = {k: config[k] for k in ("resize", "feature_cache", "timing", "versions", "created") if k in config}
     if extra:
-        parts.append("<h3>Input, cache, timing, versions</h3>" + _kv_grid(extra))
+        parts.append("<h3>Input, cache, timing, versions</h3>" + kv_grid(extra))
     known = {"config", "backbone", "data", "class_names", "metrics", *extra}
     rest = {k: v for k, v in config.items() if k not in known}
     if rest:
-        parts.append("<h3>Other</h3>" + _kv_grid(rest))
-    return _section("settings", "Settings", "".join(parts))
+        parts.append("<h3>Other</h3>" + kv_grid(rest))
+    return section("settings", "Settings", "".join(parts))
 
 
 def _training_settings(settings: dict) -> str:
@@ -266,11 +186,11 @@ def _training_settings(settings: dict) -> str:
     try:
         config = TrainConfig.from_dict(settings)
     except (TypeError, ValueError):  # a config.json of another version: show it as it is
-        return _kv_grid(settings)
+        return kv_grid(settings)
     ignored = config.ignored_settings()
-    note = _muted("Given but not used (they apply only with strategy fine-tune or auto): "
+    note = muted("Given but not used (they apply only with strategy fine-tune or auto): "
                   + ", ".join(ignored) + ".") if ignored else ""
-    return _kv_grid(config.applied_dict()) + note
+    return kv_grid(config.applied_dict()) + note
 
 
 def _data(run: Path, config: dict | None, names: list[str]) -> str:
@@ -282,28 +202,28 @@ def _data(run: Path, config: dict | None, names: list[str]) -> str:
             split[row.get("label", "?")] = split.get(row.get("label", "?"), 0) + 1
     parts = []
     if data.get("source"):
-        parts.append(f"<p>Source: <code>{_e(data['source'])}</code> ({_e(data.get('layout', '?'))} layout)</p>")
+        parts.append(f"<p>Source: <code>{escape(data['source'])}</code> ({escape(data.get('layout', '?'))} layout)</p>")
     splits = [s for s in ("train", "val", "test") if s in counts] + [s for s in counts if s not in ("train", "val", "test")]
     if splits:
         classes = list(names) + sorted({c for s in splits for c in counts[s]} - set(names))
-        rows = [[_e(c)] + [str(counts[s].get(c, 0)) for s in splits] + [str(sum(counts[s].get(c, 0) for s in splits))]
+        rows = [[escape(c)] + [str(counts[s].get(c, 0)) for s in splits] + [str(sum(counts[s].get(c, 0) for s in splits))]
                 for c in classes]
         rows.append(["total"] + [str(sum(counts[s].values())) for s in splits]
                     + [str(sum(sum(counts[s].values()) for s in splits))])
         parts.append("<h3>Images per class and split</h3>"
-                     + _table(["class"] + splits + ["total"], rows, row_class=[""] * len(classes) + ["avg"]))
+                     + table(["class"] + splits + ["total"], rows, row_class=[""] * len(classes) + ["avg"]))
     else:
-        parts.append(_muted("No class counts (config.json and splits.csv missing)."))
+        parts.append(muted("No class counts (config.json and splits.csv missing)."))
     bad = _read_bad_files(run / rundir.BAD_FILES_FILE)
     parts.append(f"<h3>Bad files skipped ({len(bad)})</h3>")
     if bad:
-        rows = [[f"<code>{_e(p)}</code>", _e(r)] for p, r in bad[:_MAX_BAD_FILES]]
-        parts.append(_table(["file", "reason"], rows, numeric_from=9))
+        rows = [[f"<code>{escape(p)}</code>", escape(r)] for p, r in bad[:_MAX_BAD_FILES]]
+        parts.append(table(["file", "reason"], rows, numeric_from=9))
         if len(bad) > _MAX_BAD_FILES:
-            parts.append(_muted(f"... and {len(bad) - _MAX_BAD_FILES} more in bad_files.txt"))
+            parts.append(muted(f"... and {len(bad) - _MAX_BAD_FILES} more in bad_files.txt"))
     else:
-        parts.append(_muted("No bad files: every image could be read."))
-    return _section("data", "Data", "".join(parts))
+        parts.append(muted("No bad files: every image could be read."))
+    return section("data", "Data", "".join(parts))
 
 
 def _fresh(picture: Path, source: Path) -> bool:
@@ -316,31 +236,31 @@ def _curves(run: Path, tmp: Path, config: dict | None = None) -> str:
 
     smoothing = ((config or {}).get("config") or {}).get("label_smoothing") or 0.0
     # Why the curves' loss and the summary's differ, and what the stars are.
-    note = _muted("The star marks each phase's epoch with the lowest validation loss: the weights early stopping "
+    note = muted("The star marks each phase's epoch with the lowest validation loss: the weights early stopping "
                   "kept." + (f" The curves' loss is the training loss with label smoothing {smoothing:g}; the "
                              "summary's loss is the plain log-loss of the evaluated split, so it is lower."
                              if smoothing else ""))
     if _fresh(run / rundir.TRAINING_CURVES_FILE, run / rundir.HISTORY_FILE):
-        return _section("curves", "Training curves",
-                        _img_file(run / rundir.TRAINING_CURVES_FILE, "training curves") + note)
+        return section("curves", "Training curves",
+                        img_file(run / rundir.TRAINING_CURVES_FILE, "training curves") + note)
     history, boundaries = _read_history(run / rundir.HISTORY_FILE)
     try:
         if history:
             figure = plot_training_curves(history, tmp / "curves.png", phase_boundaries=boundaries)
-            return _section("curves", "Training curves", _img_file(figure, "training curves") + note)
+            return section("curves", "Training curves", img_file(figure, "training curves") + note)
     except ValueError as exc:
         logger.warning("cannot plot history.csv: %s", exc)
     if (run / rundir.TRAINING_CURVES_FILE).is_file():
-        return _section("curves", "Training curves",
-                        _img_file(run / rundir.TRAINING_CURVES_FILE, "training curves") + note)
-    return _section("curves", "Training curves", _muted("No training history in this run."))
+        return section("curves", "Training curves",
+                        img_file(run / rundir.TRAINING_CURVES_FILE, "training curves") + note)
+    return section("curves", "Training curves", muted("No training history in this run."))
 
 
 def _confusion(metrics: dict | None, names: list[str], tmp: Path, run: Path | None = None) -> str:
     from transferlab.evaluation.plots import plot_confusion_matrix
 
     if not metrics:
-        return _section("confusion", "Confusion matrix", _muted("No evaluation results in this run."))
+        return section("confusion", "Confusion matrix", muted("No evaluation results in this run."))
     cm = np.array(metrics["confusion_matrix"])
     split = metrics.get("split")
     suffix = f" ({split} split)" if split else ""
@@ -351,11 +271,11 @@ def _confusion(metrics: dict | None, names: list[str], tmp: Path, run: Path | No
     normed = run / rundir.CONFUSION_NORMALIZED_FILE if run and _fresh(run / rundir.CONFUSION_NORMALIZED_FILE, source) \
         else plot_confusion_matrix(cm, names, tmp / "cm_norm.png", normalize=True, title="Row-normalized" + suffix)
     wide = " wide" if len(names) > 12 else ""  # big matrices get the full width each
-    body = (f'<div class="figs{wide}">{_img_file(counts, "confusion matrix, counts")}'
-            f'{_img_file(normed, "confusion matrix, row-normalized")}</div>'
-            + _muted("Rows: true class; columns: predicted class. Row-normalized: each row divided by its "
+    body = (f'<div class="figs{wide}">{img_file(counts, "confusion matrix, counts")}'
+            f'{img_file(normed, "confusion matrix, row-normalized")}</div>'
+            + muted("Rows: true class; columns: predicted class. Row-normalized: each row divided by its "
                      "total, so the diagonal is each class's recall."))
-    return _section("confusion", "Confusion matrix", body)
+    return section("confusion", "Confusion matrix", body)
 
 
 _DECISION_ROWS = (("defect_recall", "defective images caught (recall)", True),
@@ -383,64 +303,52 @@ def _operating_point(run: Path, metrics: dict | None) -> str:
         value = figures.get(key)
         return "&mdash;" if value is None else (f"{value:.1%}" if share else str(value))
 
-    rows = [[_e(label)] + [cell(f, key, share) for _, f in columns] for key, label, share in _DECISION_ROWS
+    rows = [[escape(label)] + [cell(f, key, share) for _, f in columns] for key, label, share in _DECISION_ROWS
             if any(f.get(key) is not None for _, f in columns)]
     parts = []
     if rule.get("threshold") is not None:
-        parts.append(f"<p>An image is called <b>defective</b> (not <code>{_e(rule['good_class'])}</code>) when "
-                     f"P({_e(rule['good_class'])}) &le; <b>{rule['threshold']:.4g}</b>, the lowest threshold that "
-                     f"caught {rule['target_recall']:.0%} of the defective images of the {_e(rule['chosen_on'])} "
+        parts.append(f"<p>An image is called <b>defective</b> (not <code>{escape(rule['good_class'])}</code>) when "
+                     f"P({escape(rule['good_class'])}) &le; <b>{rule['threshold']:.4g}</b>, the lowest threshold that "
+                     f"caught {rule['target_recall']:.0%} of the defective images of the {escape(rule['chosen_on'])} "
                      "split. <code>predict</code> applies it; exports carry it in model_card.json "
                      "(<code>decision</code>).</p>")
     if rule.get("uncertain_below") is not None:
         parts.append(f"<p>Predictions whose top probability is below {rule['uncertain_below']:g} come back as "
                      "<b>uncertain</b>, for a person to check.</p>")
-    parts.append(_table(["figure"] + [name for name, _ in columns], rows))
+    parts.append(table(["figure"] + [name for name, _ in columns], rows))
     if (run / rundir.PRECISION_RECALL_FILE).is_file():
-        parts.append(_img_file(run / rundir.PRECISION_RECALL_FILE, "precision-recall curve with the operating point"))
-    return _section("operating-point", "Operating point", "".join(parts))
+        parts.append(img_file(run / rundir.PRECISION_RECALL_FILE, "precision-recall curve with the operating point"))
+    return section("operating-point", "Operating point", "".join(parts))
 
 
 def _per_class(metrics: dict | None) -> str:
     if not metrics:
-        return _section("per-class", "Per-class precision, recall, F1", _muted("No evaluation results in this run."))
+        return section("per-class", "Per-class precision, recall, F1", muted("No evaluation results in this run."))
     rows, classes = [], []
     for name, m in metrics["per_class"].items():
-        rows.append([_e(name), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"])])
+        rows.append([escape(name), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"])])
         classes.append("")
     for avg in ("macro", "weighted"):
         m = metrics[avg]
         rows.append([f"{avg} avg", f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
                      str(metrics["num_samples"])])
         classes.append("avg")
-    body = _table(["class", "precision", "recall", "F1", "support"], rows, row_class=classes)
-    return _section("per-class", "Per-class precision, recall, F1", body)
+    body = table(["class", "precision", "recall", "F1", "support"], rows, row_class=classes)
+    return section("per-class", "Per-class precision, recall, F1", body)
 
 
 def _confused_pairs(metrics: dict | None) -> str:
     title = "Most confused class pairs"
     if not metrics:
-        return _section("confused-pairs", title, _muted("No evaluation results in this run."))
+        return section("confused-pairs", title, muted("No evaluation results in this run."))
     pairs = metrics.get("most_confused") or []
     if not pairs:
-        return _section("confused-pairs", title, _muted("No confusions: every image got its true class."))
+        return section("confused-pairs", title, muted("No confusions: every image got its true class."))
     support = {n: m["support"] for n, m in metrics["per_class"].items()}
-    rows = [[_e(p["true"]), _e(p["predicted"]), str(p["count"]),
+    rows = [[escape(p["true"]), escape(p["predicted"]), str(p["count"]),
              f"{p['count'] / support[p['true']]:.1%}" if support.get(p["true"]) else "&mdash;"] for p in pairs]
-    return _section("confused-pairs", title, _table(["true class", "predicted as", "images", "share of true class"],
+    return section("confused-pairs", title, table(["true class", "predicted as", "images", "share of true class"],
                                                      rows, numeric_from=2))
-
-
-def _thumbnail(path: str) -> np.ndarray | None:
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img).convert("RGB")
-            img.thumbnail((_THUMB, _THUMB))
-            return np.asarray(img)
-    except Exception:  # missing or unreadable since training: shown as a placeholder
-        return None
 
 
 def mistakes_to_show(predictions: list[dict], max_gallery: int) -> tuple[list[dict], int]:
@@ -462,39 +370,39 @@ def _mistakes(predictions: list[dict], metrics: dict | None, max_gallery: int,
               overlays: dict[str, np.ndarray], note: str) -> str:
     title = "Misclassified images"
     if not predictions:
-        return _section("mistakes", title, _muted("No predictions.csv in this run: nothing to show."))
+        return section("mistakes", title, muted("No predictions.csv in this run: nothing to show."))
     shown, wrong = mistakes_to_show(predictions, max_gallery)
     split = (metrics or {}).get("split", "evaluated")
     if not wrong:
-        return _section("mistakes", title, f'<p class="note">No mistakes: all {len(predictions)} images of the '
-                                           f'{_e(split)} split were classified correctly.</p>')
+        return section("mistakes", title, f'<p class="note">No mistakes: all {len(predictions)} images of the '
+                                           f'{escape(split)} split were classified correctly.</p>')
     overlays = {i: overlays[row["path"]] for i, row in enumerate(shown) if row["path"] in overlays}
     cards = []
     for i, row in enumerate(shown):
-        thumb = _thumbnail(row["path"])
-        pics = _img_array(thumb, f"image {i + 1}") if thumb is not None else '<div class="missing">image not found</div>'
+        thumb = thumbnail(row["path"])
+        pics = img_array(thumb, f"image {i + 1}") if thumb is not None else '<div class="missing">image not found</div>'
         if i in overlays:
-            pics += _img_array(overlays[i], f"Grad-CAM {i + 1}")
+            pics += img_array(overlays[i], f"Grad-CAM {i + 1}")
         cards.append(
             f'<div class="mistake"><div class="pics">{pics}</div>'
-            f'<div>true <span class="true">{_e(row["label"])}</span> &rarr; predicted '
-            f'<span class="pred">{_e(row["predicted"])}</span> ({_confidence(row):.1%})</div>'
-            f'<div class="path" title="{_e(row["path"])}">{_e(Path(row["path"]).name)}</div></div>')
-    head = (f"<p>{wrong} of {len(predictions)} images of the {_e(split)} split are misclassified; "
+            f'<div>true <span class="true">{escape(row["label"])}</span> &rarr; predicted '
+            f'<span class="pred">{escape(row["predicted"])}</span> ({_confidence(row):.1%})</div>'
+            f'<div class="path" title="{escape(row["path"])}">{escape(Path(row["path"]).name)}</div></div>')
+    head = (f"<p>{wrong} of {len(predictions)} images of the {escape(split)} split are misclassified; "
             f"showing {len(shown)}, most confident mistakes first."
             + (" Right of each image: Grad-CAM for the predicted class on the image as the model sees it "
                "(after resize/crop); red marks what drove the prediction."
                if overlays else "") + "</p>")
     if note:
-        head += f'<p class="note">{_e(note)}</p>'
-    return _section("mistakes", title, head + f'<div class="gallery">{"".join(cards)}</div>')
+        head += f'<p class="note">{escape(note)}</p>'
+    return section("mistakes", title, head + f'<div class="gallery">{"".join(cards)}</div>')
 
 
 def _num(value, digits: int = 4) -> str:
     try:
         return f"{float(value):.{digits}f}"
     except (TypeError, ValueError):
-        return "&mdash;" if value in (None, "") else _e(value)
+        return "&mdash;" if value in (None, "") else escape(value)
 
 
 def leaderboard_table(rows: list[dict]) -> str:
@@ -502,11 +410,11 @@ def leaderboard_table(rows: list[dict]) -> str:
     body = []
     for r in rows:
         speed = _num(r.get("extract_img_per_s"), 1) if r.get("extract_img_per_s") not in (None, "") else "cached"
-        body.append([_e(r.get("rank", "")), _e(r.get("backbone", "")), _e(r.get("head", "")),
+        body.append([escape(r.get("rank", "")), escape(r.get("backbone", "")), escape(r.get("head", "")),
                      f"{_num(r.get('cv_accuracy'))} &plusmn; {_num(r.get('cv_accuracy_std'), 3)}",
                      _num(r.get("cv_macro_f1")), _num(r.get("cv_log_loss")), speed, _num(r.get("latency_ms"), 1),
-                     _num(r.get("size_mb"), 1), _e(r.get("vs_default") or "")])
-    return _table(["#", "backbone", "head", "CV accuracy", "macro-F1", "log-loss", "extract img/s", "ms/img", "MB",
+                     _num(r.get("size_mb"), 1), escape(r.get("vs_default") or "")])
+    return table(["#", "backbone", "head", "CV accuracy", "macro-F1", "log-loss", "extract img/s", "ms/img", "MB",
                    "vs default"],
                   body, numeric_from=3, row_class=["avg" if i == 0 else "" for i in range(len(body))])
 
@@ -520,24 +428,24 @@ def _selection(run: Path) -> str:
                      + leaderboard_table(board[:30]))
         why = (_read_json(run / "leaderboard.json") or {}).get("winner", {}) or {}
         if why.get("why"):
-            parts.append(_muted(f"Why the winner: {why['why']}."))
+            parts.append(muted(f"Why the winner: {why['why']}."))
         if (run / "accuracy_cost.png").is_file():
-            parts.append(_img_file(run / "accuracy_cost.png", "accuracy against cost"))
+            parts.append(img_file(run / "accuracy_cost.png", "accuracy against cost"))
     tuning = _read_json(run / "tuning.json")
     trials = _read_csv(run / "trials.csv")
     if tuning or trials:
         parts.append("<h3>Hyperparameter search</h3>")
         if tuning:
-            parts.append(_kv_grid({k: v for k, v in tuning.items() if k != "trials"}))
+            parts.append(kv_grid({k: v for k, v in tuning.items() if k != "trials"}))
         if (run / "search.png").is_file():
-            parts.append(_img_file(run / "search.png", "score by trial"))
+            parts.append(img_file(run / "search.png", "score by trial"))
         if trials:
-            parts.append(_muted(f"{len(trials)} trials in trials.csv."))
+            parts.append(muted(f"{len(trials)} trials in trials.csv."))
     if not parts:
         return ""
-    parts.append(_muted("The test split was not used to choose: the settings below were picked on the folds, and "
+    parts.append(muted("The test split was not used to choose: the settings below were picked on the folds, and "
                         "the test results above are their first look at it."))
-    return _section("selection", "How the model was chosen", "".join(parts))
+    return section("selection", "How the model was chosen", "".join(parts))
 
 
 # ------------------------------------------------------------------ entry point
@@ -586,9 +494,9 @@ def write_report(run_dir: str | os.PathLike, *, max_gallery: int = 48,
         ("mistakes", "mistakes"), ("curves", "training curves"), ("data", "data"), ("settings", "settings")))
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>transferlab report: {_e(run.name)}</title><style>{_CSS}</style></head><body>"
-            f"<header><h1>Run {_e(run.name)}</h1><p>{_e(run.resolve())}"
-            f"{' &middot; ' + _e(created) if created else ''}</p><p>{nav}</p></header>"
+            f"<title>transferlab report: {escape(run.name)}</title><style>{CSS}</style></head><body>"
+            f"<header><h1>Run {escape(run.name)}</h1><p>{escape(run.resolve())}"
+            f"{' &middot; ' + escape(created) if created else ''}</p><p>{nav}</p></header>"
             f"<main>{''.join(sections)}</main></body></html>\n")
     target = Path(out) if out else run / REPORT_FILE
     target.write_text(page, encoding="utf-8")

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from transferlab import rundir
-from transferlab.evaluation.report import _THUMB, _read_csv, mistakes_to_show, write_report
+from transferlab.evaluation.html import THUMB
+from transferlab.evaluation.report import _read_csv, mistakes_to_show, write_report
 
 logger = logging.getLogger("transferlab")
 
@@ -59,7 +60,7 @@ def gallery_overlays(clf, rows: list[dict]) -> tuple[dict[str, np.ndarray], str]
         return {}, f"No Grad-CAM overlays: {exc}"
     out = {}
     for row, image, cam in zip(keep, images, cams):
-        big = np.asarray(Image.fromarray(image).resize((_THUMB, _THUMB), Image.BICUBIC))
+        big = np.asarray(Image.fromarray(image).resize((THUMB, THUMB), Image.BICUBIC))
         out[row["path"]] = overlay(big, cam)
     return out, ""
 

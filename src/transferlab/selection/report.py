@@ -92,7 +92,8 @@ def search_png(scores: Sequence[float | None], states: Sequence[str], title: str
 
 def write_compare_page(board: Leaderboard, out_dir: str | os.PathLike) -> Path:
     """Write ``accuracy_cost.png`` and the self-contained ``compare.html`` into ``out_dir``."""
-    from transferlab.evaluation.report import _CSS, _e, _img, _kv_grid, _muted, _section, _table, leaderboard_table
+    from transferlab.evaluation.html import CSS, escape, img_tag, kv_grid, muted, section, table
+    from transferlab.evaluation.report import leaderboard_table
 
     out = Path(out_dir)
     png = accuracy_cost_png(board)
@@ -105,32 +106,32 @@ def write_compare_page(board: Leaderboard, out_dir: str | os.PathLike) -> Path:
     cards += [(w["backbone"], "backbone"), (w["head"], "head"),
               (f"{board.timing['extract_seconds']:.1f} s", "extraction"),
               (f"{board.timing['search_seconds']:.1f} s", "search")]
-    summary = "".join(f'<div class="card"><b>{_e(v)}</b><span>{_e(k)}</span></div>' for v, k in cards)
+    summary = "".join(f'<div class="card"><b>{escape(v)}</b><span>{escape(k)}</span></div>' for v, k in cards)
     note = ('<p class="note">The test split was not read while choosing: the CV estimate comes from the train and '
             'validation images only; the winner was then fitted as <code>train</code> fits it and scored on the test '
             'split once. The gap between the two says how far to trust the estimate.</p>')
     if w.get("why"):
-        note += f'<p class="note">Why this winner: {_e(w["why"])}. The default (what <code>train</code> fits) ' \
+        note += f'<p class="note">Why this winner: {escape(w["why"])}. The default (what <code>train</code> fits) ' \
                 'is replaced only by a model better by more than one standard error of the per-fold differences.</p>'
-    sections = [_section("summary", "Winner", f'<div class="cards">{summary}</div>' + note),
-                _section("leaderboard", "Leaderboard", leaderboard_table(board.rows)
-                         + _muted("CV accuracy: mean +- standard deviation over folds of the held-out accuracy; "
+    sections = [section("summary", "Winner", f'<div class="cards">{summary}</div>' + note),
+                section("leaderboard", "Leaderboard", leaderboard_table(board.rows)
+                         + muted("CV accuracy: mean +- standard deviation over folds of the held-out accuracy; "
                                   "macro-F1 and log-loss are means over folds. ms/img: the backbone on one image. "
                                   "MB: float32 weights of the backbone.")),
-                _section("cost", "Accuracy against cost", _img(png, "image/png", "accuracy against cost"))]
+                section("cost", "Accuracy against cost", img_tag(png, "image/png", "accuracy against cost"))]
     if board.skipped:
-        sections.append(_section("skipped", "Skipped backbones",
-                                 _table(["backbone", "reason"], [[_e(s["backbone"]), _e(s["reason"])]
+        sections.append(section("skipped", "Skipped backbones",
+                                 table(["backbone", "reason"], [[escape(s["backbone"]), escape(s["reason"])]
                                                                  for s in board.skipped], numeric_from=9)))
     settings = {"winner settings": board.results[0].settings.__dict__ if board.results else {},
                 "timing": board.timing, "data": board.data, "seed": board.seed}
     if board.run_dir:
         settings["run directory"] = str(board.run_dir)
-    sections.append(_section("settings", "Settings", _kv_grid(settings)))
+    sections.append(section("settings", "Settings", kv_grid(settings)))
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>transferlab compare: {_e(Path(board.data).name)}</title><style>{_CSS}</style></head><body>"
-            f"<header><h1>Compare {_e(Path(board.data).name)}</h1><p>{_e(board.data)}</p></header>"
+            f"<title>transferlab compare: {escape(Path(board.data).name)}</title><style>{CSS}</style></head><body>"
+            f"<header><h1>Compare {escape(Path(board.data).name)}</h1><p>{escape(board.data)}</p></header>"
             f"<main>{''.join(sections)}</main></body></html>\n")
     target = out / COMPARE_PAGE
     target.write_text(page, encoding="utf-8")

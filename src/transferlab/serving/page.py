@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import json
 
-from transferlab.evaluation.report import _CSS as REPORT_CSS
+from transferlab.evaluation.html import CSS as REPORT_CSS
 from transferlab.serving.inputs import Limits
 
 _PAGE_CSS = """
