@@ -41,6 +41,7 @@ from transferlab.backbones.personal import (
     looks_like_path,
 )
 from transferlab.backbones.preprocessing import check_preprocess_mode, preprocessing_layer
+from transferlab.backbones.tiling import DEFAULT_OVERLAP, DEFAULT_POOL, TileGrid, check_tiling, tile_backbone_graph
 from transferlab.errors import ConfigError, MissingFileError
 
 __all__ = [
@@ -81,6 +82,8 @@ class BackboneInfo:
     weights_source: str | None
     supports_fine_tune: bool = True
     notes: str = ""
+    # A tiled build (see transferlab.backbones.tiling): TileGrid.to_dict(); input_size is then the whole input.
+    tiling: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -169,15 +172,19 @@ def check_backbone_name(name_or_path: str | os.PathLike) -> None:
 
 # ---- loading ----------------------------------------------------------------------------------
 
-def _assemble(base: keras.Model, input_size: int, preprocess: str, name: str) -> keras.Model:
-    """Input "image" -> preprocessing -> frozen "base" -> "pool" (when 4-D)."""
+def _assemble(base: keras.Model, input_size: int, preprocess: str, name: str,
+              tiles: TileGrid | None = None) -> keras.Model:
+    """Input "image" -> preprocessing -> frozen "base" -> "pool" (when 4-D); or the tiled graph."""
     base.trainable = False
     inputs = keras.Input((input_size, input_size, 3), name="image")
     x = inputs
     layer = preprocessing_layer(preprocess)
     if layer is not None:
         x = layer(x)
-    x = base(x)
+    if tiles is not None:
+        x = tile_backbone_graph(x, base, tiles)
+    else:
+        x = base(x)
     if len(x.shape) == 4:
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     elif len(x.shape) != 2:
@@ -217,6 +224,9 @@ def resolve_backbone(
     feature_layer: str | None = None,
     preprocess: str | None = None,
     unsafe: bool = False,
+    tiles: int = 1,
+    tile_overlap: float = DEFAULT_OVERLAP,
+    tile_pool: str = DEFAULT_POOL,
 ) -> tuple[keras.Model, BackboneInfo]:
     """Build a backbone and return it with the :class:`BackboneInfo` describing *this* build.
 
@@ -230,12 +240,18 @@ def resolve_backbone(
             before the classification head; SavedModels: the output key).
         preprocess: override the preprocessing mode (see ``PREPROCESS_MODES``).
         unsafe: allow Lambda layers (Python code) when loading a personal model file.
+        tiles: n > 1 builds a tiled backbone (:mod:`transferlab.backbones.tiling`): the input is
+            ``n x n`` tiles of ``input_size`` px overlapping by ``tile_overlap`` of a tile, the
+            features are pooled over the tiles with ``tile_pool`` ("max", "mean", "max+mean").
+            ``info.input_size`` is then the whole (larger) input; default 1: no tiling.
 
     Raises:
         WeightsUnavailableError: ImageNet weights are not cached and we are offline.
+        ConfigError: a bad tiling value.
     """
     if preprocess is not None:
         check_preprocess_mode(preprocess)
+    check_tiling(tiles, tile_overlap, tile_pool)
     if isinstance(weights, str) and weights.strip().lower() in ("none", "random"):
         weights = None  # as typed on the command line: --weights none
     raw = os.fspath(name_or_path)
@@ -262,8 +278,26 @@ def resolve_backbone(
         raise AssertionError("unreachable")
     if preprocess is not None and preprocess != info.preprocess:
         info = dataclasses.replace(info, preprocess=preprocess)
-    model = _assemble(base, info.input_size, info.preprocess, info.name)
+    grid = None
+    if tiles > 1:
+        grid = TileGrid(tiles, info.input_size, float(tile_overlap), tile_pool)
+        info = _tiled_info(info, grid)
+    model = _assemble(base, info.input_size, info.preprocess, info.name, grid)
     return model, info
+
+
+def _tiled_info(info: BackboneInfo, grid: TileGrid) -> BackboneInfo:
+    """``info`` of the tiled build: the whole input's size, the pooled features' size, the full image.
+
+    A tiled backbone is for detail anywhere in the image, so its resize keeps all of a square
+    image (crop fraction 1.0) instead of the backbone's ImageNet margin (0.875 drops 6% per
+    border, where a defect may be). Fine-tuning through the tiles is not offered.
+    """
+    return dataclasses.replace(
+        info, input_size=grid.size, feature_dim=grid.feature_dim(info.feature_dim), tiling=grid.to_dict(),
+        crop_fraction=1.0 if info.resize_mode == "center-crop" else info.crop_fraction, supports_fine_tune=False,
+        notes=(info.notes + " " if info.notes else "") + f"Tiled: {grid.grid}x{grid.grid} tiles of "
+              f"{grid.tile_size} px ({grid.overlap:.0%} overlap), {grid.pool} over tiles.")
 
 
 def _resolve_path(path: Path, weights: Any, input_size: int | None, feature_layer: str | None,
@@ -316,7 +350,12 @@ def load_backbone(
 
 
 def check_fine_tunable(info: BackboneInfo) -> None:
-    """Raise ValueError if the backbone can't be fine-tuned (SavedModel / TF-Hub modules)."""
+    """Raise ConfigError if the backbone can't be fine-tuned (SavedModel / TF-Hub modules, tiled builds)."""
+    if info.tiling is not None:
+        raise ConfigError(
+            f"A tiled backbone ({info.tiling['grid']}x{info.tiling['grid']} tiles) is feature-extraction only: "
+            "fine-tuning streams single images of the backbone's own input. Use --strategy feature-extraction "
+            "with --tiles, or --tiles 1 to fine-tune.")
     if not info.supports_fine_tune:
         raise ConfigError(
             f"Backbone {info.name!r} cannot be fine-tuned: SavedModel/hub modules are "

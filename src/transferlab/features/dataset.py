@@ -39,7 +39,7 @@ def feature_fingerprint(info, resize: ResizeConfig) -> dict:
     """Everything that changes a feature vector (the cache key besides the image bytes)."""
     from transferlab.backbones import weights_fingerprint
 
-    return {
+    parts = {
         "backbone": info.name,
         "weights": weights_fingerprint(info),
         "feature_layer": info.feature_layer,
@@ -47,6 +47,10 @@ def feature_fingerprint(info, resize: ResizeConfig) -> dict:
         "resize": resize.to_dict(),
         "preprocess": info.preprocess,
     }
+    # Only tiled builds add the key: the features (and cache folders) of untiled ones stay as they were.
+    if getattr(info, "tiling", None):
+        parts["tiling"] = dict(info.tiling)
+    return parts
 
 
 def feature_cache_for(info, resize: ResizeConfig, cache_dir: str | os.PathLike | None = None) -> FeatureCache:
