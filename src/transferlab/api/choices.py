@@ -6,6 +6,7 @@ run, and each returns what it chose so that the caller records it in ``config.js
 
 - :func:`resolve_class_weight`: ``class_weight="auto"`` (the default) on imbalanced classes;
 - :func:`choose_resize`: ``resize_mode="auto"``;
+- :func:`choose_tiles`: ``tiles="auto"`` (``"tiles"``);
 - :func:`choose_operating_point`: ``good_class``/``target_recall`` and ``uncertain_below``.
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 from transferlab.data.dataset import ImageDataset
 from transferlab.data.decode import ResizeConfig
 from transferlab.errors import ConfigError
-from transferlab.features import SplitFeatures, extract_splits
+from transferlab.features import SplitFeatures, extract_splits, resize_for
 from transferlab.training.config import TrainConfig
 from transferlab.training.imbalance import ImbalanceChoice
 
@@ -61,6 +62,60 @@ def resolve_class_weight(config: TrainConfig, features: dict[str, SplitFeatures]
     return config.replace(class_weight=choice.class_weight or "none"), choice
 
 
+def build_backbone(config: TrainConfig, tiles: int | None = None):
+    """``(backbone, info)`` of ``config``'s backbone settings, with ``tiles`` per side (default: the
+    config's; 1 for "auto" until :func:`choose_tiles` has chosen)."""
+    from transferlab.backbones import resolve_backbone
+
+    grid = tiles or config.tile_grid or 1
+    return resolve_backbone(config.backbone, weights=config.weights, input_size=config.image_size,
+                            feature_layer=config.feature_layer, preprocess=config.preprocess, unsafe=config.unsafe,
+                            tiles=grid, tile_overlap=config.tile_overlap, tile_pool=config.tile_pool)
+
+
+def run_resize(config: TrainConfig, info) -> ResizeConfig:
+    """The backbone's own resize with the config's overrides ("auto" modes start from the backbone's own)."""
+    return resize_for(info, mode=None if config.resize_mode == "auto" else config.resize_mode,
+                      interpolation=config.interpolation, crop_fraction=config.crop_fraction)
+
+
+def _validation_scores(prep, candidates: dict, show_progress: bool) -> tuple[object, dict]:
+    """Each candidate ``(backbone, info, resize)`` gets a head fitted on its training features (cached like
+    any others) and is scored on validation: the best by macro-F1, then validation loss.
+
+    Returns:
+        (the best candidate's key, {key: {"macro_f1", "balanced_accuracy", "val_loss"}}).
+    """
+    from transferlab._keras import keras
+    from transferlab.training.head import build_head, fit_head, predict_head
+    from transferlab.training.imbalance import rare_class_scores
+
+    config, num_classes, scores = prep.config, len(prep.dataset.class_names), {}
+    for key, (backbone, info, resize) in candidates.items():
+        # Train and validation only: the test images are not read while choosing.
+        features, _, _ = extract_splits(prep.dataset, backbone, info, resize, cache_dir=config.cache_dir,
+                                        engine=config.engine, show_progress=show_progress, splits=("train", "val"))
+        train, val = features["train"], features["val"]
+        keras.utils.set_random_seed(config.seed)
+        head = build_head(info.feature_dim, num_classes, hidden_units=config.hidden_units, dropout=config.dropout)
+        fit_head(head, train.x, train.y, val.x, val.y, epochs=config.epochs, batch_size=config.batch_size,
+                 learning_rate=config.learning_rate, label_smoothing=config.label_smoothing,
+                 class_weight=config.class_weight, patience=config.patience, seed=config.seed)
+        probs = predict_head(head, val.x)
+        f1, balanced = rare_class_scores(val.y, probs.argmax(axis=1), num_classes)
+        loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(val.y)), val.y], 1e-7, 1.0))))
+        scores[key] = {"macro_f1": round(f1, 4), "balanced_accuracy": round(balanced, 4), "val_loss": round(loss, 4)}
+    best = max(scores, key=lambda k: (scores[k]["macro_f1"], -scores[k]["val_loss"]))
+    return best, scores
+
+
+def _score_line(scores: dict) -> str:
+    return ", ".join(f"{k}: macro-F1 {s['macro_f1']:.3f}, loss {s['val_loss']:.3f}" for k, s in scores.items())
+
+
+_METRIC = "validation macro_f1, then validation loss"
+
+
 def choose_resize(prep, show_progress: bool) -> tuple[ResizeConfig, dict]:
     """``resize_mode="auto"``: the backbone's own resize, "squash" and "pad" each get a head fitted on
     their features (cached like any others); the best by validation macro-F1, then validation loss.
@@ -72,36 +127,73 @@ def choose_resize(prep, show_progress: bool) -> tuple[ResizeConfig, dict]:
     Returns:
         (the resize to train with, the record for ``extras["resize"]``: chosen mode, metric, scores).
     """
-    from transferlab._keras import keras
-    from transferlab.training.head import build_head, fit_head, predict_head
-    from transferlab.training.imbalance import rare_class_scores
-
-    config = prep.config
     if prep.warm is not None and prep.warm.resize:
         return prep.resize, {"chosen": prep.resize.mode, "reason": "the starting model's resize"}
     if not prep.dataset.split("val"):
         logger.warning("--resize-mode auto needs a validation split to compare on: keeping %s.", prep.resize.mode)
         return prep.resize, {"chosen": prep.resize.mode, "reason": "no validation split"}
-    num_classes = len(prep.dataset.class_names)
-    candidates = {mode: replace(prep.resize, mode=mode) for mode in dict.fromkeys((prep.resize.mode, "squash", "pad"))}
-    scores = {}
-    for mode, resize in candidates.items():
-        features, _, _ = extract_splits(prep.dataset, prep.backbone, prep.info, resize, cache_dir=config.cache_dir,
-                                        engine=config.engine, show_progress=show_progress)
-        train, val = features["train"], features["val"]
-        keras.utils.set_random_seed(config.seed)
-        head = build_head(prep.info.feature_dim, num_classes, hidden_units=config.hidden_units, dropout=config.dropout)
-        fit_head(head, train.x, train.y, val.x, val.y, epochs=config.epochs, batch_size=config.batch_size,
-                 learning_rate=config.learning_rate, label_smoothing=config.label_smoothing,
-                 class_weight=config.class_weight, patience=config.patience, seed=config.seed)
-        probs = predict_head(head, val.x)
-        f1, balanced = rare_class_scores(val.y, probs.argmax(axis=1), num_classes)
-        loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(val.y)), val.y], 1e-7, 1.0))))
-        scores[mode] = {"macro_f1": round(f1, 4), "balanced_accuracy": round(balanced, 4), "val_loss": round(loss, 4)}
-    best = max(scores, key=lambda m: (scores[m]["macro_f1"], -scores[m]["val_loss"]))
-    logger.info("Resize chosen on validation: %s (%s)", best, ", ".join(
-        f"{m}: macro-F1 {s['macro_f1']:.3f}, loss {s['val_loss']:.3f}" for m, s in scores.items()))
-    return candidates[best], {"chosen": best, "metric": "validation macro_f1, then validation loss", "scores": scores}
+    candidates = {mode: (prep.backbone, prep.info, replace(prep.resize, mode=mode))
+                  for mode in dict.fromkeys((prep.resize.mode, "squash", "pad"))}
+    best, scores = _validation_scores(prep, candidates, show_progress)
+    logger.info("Resize chosen on validation: %s (%s)", best, _score_line(scores))
+    return candidates[best][2], {"chosen": best, "metric": _METRIC, "scores": scores}
+
+
+#: tiles="auto" compares tiling only when the training images' median shorter side is at least this
+#: many times the backbone's input (smaller images gain no detail from tiles); 3 x 3 tiles from 3x.
+AUTO_TILES_FROM = 2.0
+AUTO_TILES_3_FROM = 3.0
+
+
+def tile_candidates(median_side: float, input_size: int) -> list[int]:
+    """Tiles per side that ``tiles="auto"`` compares for images of ``median_side`` px (shorter side)."""
+    ratio = median_side / input_size
+    return [1] + ([2] if ratio >= AUTO_TILES_FROM else []) + ([3] if ratio >= AUTO_TILES_3_FROM else [])
+
+
+def choose_tiles(prep, show_progress: bool) -> dict:
+    """``tiles="auto"``: no tiling, 2 x 2 and (for images 3x the input) 3 x 3 tiles, each scored by a head
+    on validation like :func:`choose_resize`; sets ``prep``'s backbone, info, resize and metadata to the
+    choice (and, for strategy auto, why a tiled backbone is not fine-tuned).
+
+    Returns:
+        The record kept as ``extras["tiles"]``: chosen tiles per side, reason or metric and scores.
+    """
+    from transferlab.backbones import check_fine_tunable
+    from transferlab.backbones.trusted import trust_record
+
+    sides = [min(r.width, r.height) for r in prep.dataset.split("train")]
+    median = float(np.median(sides)) if sides else 0.0
+    size = prep.info.input_size
+    options = tile_candidates(median, size)
+    if len(options) == 1:
+        record = {"chosen": 1, "reason": f"the training images' median shorter side ({median:.0f} px) is under "
+                                         f"{AUTO_TILES_FROM:g}x the backbone's input ({size} px)"}
+        detail = record["reason"]
+    elif not prep.dataset.split("val"):
+        record = {"chosen": 1, "reason": "no validation split to compare tiles on"}
+        detail = record["reason"]
+    else:
+        candidates = {1: (prep.backbone, prep.info, prep.resize)}
+        for grid in options[1:]:
+            backbone, info = build_backbone(prep.config, grid)
+            candidates[grid] = (backbone, info, run_resize(prep.config, info))
+        best, scores = _validation_scores(prep, candidates, show_progress)
+        record = {"chosen": best, "metric": _METRIC, "scores": {str(k): v for k, v in scores.items()},
+                  "median_shorter_side": median}
+        prep.backbone, prep.info, prep.resize = candidates[best]
+        detail = _score_line({f"{k}x{k}": v for k, v in scores.items()})
+    chosen = record["chosen"]
+    logger.info("Tiles chosen: %s (%s)", f"{chosen}x{chosen}" if chosen > 1 else "none (whole image)", detail)
+    prep.metadata.backbone = {**prep.info.to_dict(), **trust_record(prep.info)}
+    prep.metadata.resize = prep.resize.to_dict()
+    if prep.config.strategy == "auto" and prep.not_tunable is None:
+        try:
+            check_fine_tunable(prep.info)
+        except ConfigError as exc:
+            prep.not_tunable = str(exc)
+    prep.metadata.extras["tiles"] = record
+    return record
 
 
 def choose_operating_point(config: TrainConfig, val: SplitFeatures, class_names: list[str], head, clf,

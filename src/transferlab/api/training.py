@@ -35,7 +35,7 @@ from transferlab.api.rundirs import check_run_name, new_run_dir
 from transferlab.data.dataset import ImageDataset, load_dataset
 from transferlab.data.decode import ResizeConfig
 from transferlab.errors import ConfigError, TrainingInterrupted
-from transferlab.features import SplitFeatures, extract_splits, resize_for
+from transferlab.features import SplitFeatures, extract_splits
 from transferlab.progress import plural
 from transferlab.rundir import RunDir, RunMetadata
 from transferlab.training.config import TrainConfig
@@ -94,7 +94,8 @@ class FittedRun:
 def prepare_run(data: str | os.PathLike, dataset: ImageDataset, config: TrainConfig, run: RunDir,
                 state: dict | None, from_model, started: float | None = None) -> PreparedRun:
     """Resolve backbone and resize and write the run's first files (status "running")."""
-    from transferlab.backbones import check_fine_tunable, resolve_backbone
+    from transferlab.api.choices import build_backbone, run_resize
+    from transferlab.backbones import check_fine_tunable
     from transferlab.backbones.trusted import trust_record
     from transferlab.training.warmstart import warm_start
 
@@ -103,13 +104,13 @@ def prepare_run(data: str | os.PathLike, dataset: ImageDataset, config: TrainCon
     run.write_labels(dataset.class_names)
     warm, note = None, ""
     if from_model:
+        if config.tiles != "1":
+            raise ConfigError(f"--from keeps the starting model's backbone and its input: drop --tiles {config.tiles}.")
         warm = warm_start(from_model, dataset.class_names, hidden_units=config.hidden_units, unsafe=config.unsafe)
         backbone, info, note = warm.backbone, warm.info, warm.note
         logger.info(note)
     else:
-        backbone, info = resolve_backbone(config.backbone, weights=config.weights, input_size=config.image_size,
-                                          feature_layer=config.feature_layer, preprocess=config.preprocess,
-                                          unsafe=config.unsafe)
+        backbone, info = build_backbone(config)
     not_tunable = None
     if config.strategy == "fine-tune":
         check_fine_tunable(info)
@@ -118,9 +119,7 @@ def prepare_run(data: str | os.PathLike, dataset: ImageDataset, config: TrainCon
             check_fine_tunable(info)
         except ConfigError as exc:  # auto still gives the frozen-feature model
             not_tunable = str(exc)
-    resize = ResizeConfig(**warm.resize) if warm and warm.resize else resize_for(
-        info, mode=None if config.resize_mode == "auto" else config.resize_mode, interpolation=config.interpolation,
-        crop_fraction=config.crop_fraction)
+    resize = ResizeConfig(**warm.resize) if warm and warm.resize else run_resize(config, info)
     logger.info("Backbone %s: %d px input, %d features from layer %s, preprocessing %s, resize %s",
                 info.name, resize.size, info.feature_dim, info.feature_layer, info.preprocess, resize.mode)
     for name in config.ignored_settings():
@@ -165,6 +164,7 @@ def _train_head(head, features: dict[str, SplitFeatures], config: TrainConfig, r
 def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
     """Features through the cache, the head on them, then (strategy "fine-tune") the top of the backbone."""
     from transferlab._keras import keras
+    from transferlab.api.choices import choose_tiles
     from transferlab.training import auto
     from transferlab.training.checkpoint import (
         checkpoint_file,
@@ -177,6 +177,8 @@ def fit_run(prep: PreparedRun, show_progress: bool) -> FittedRun:
     from transferlab.training.finetune import find_base, freeze_all, set_trainable_top
     from transferlab.training.head import assemble_classifier, build_head
 
+    if prep.config.tiles == "auto":  # first: the resize then fits the chosen backbone's input
+        choose_tiles(prep, show_progress)
     if prep.config.resize_mode == "auto":
         prep.resize, prep.metadata.extras["resize"] = choose_resize(prep, show_progress)
         prep.metadata.resize = prep.resize.to_dict()

@@ -70,6 +70,8 @@ def remember(config, info, parts: dict) -> None:
     stat = _weights_stat(info.weights_source)
     if stat is None and info.weights_source is not None:
         return
+    if getattr(info, "tiling", None):  # the audit has no tiles setting: a tiled run's features are not its own
+        return
     path = _index_path(config)
     index = _read(path)
     index[_key(config)] = {"parts": parts, "dim": int(info.feature_dim), "name": info.name,

@@ -41,7 +41,8 @@ from transferlab.backbones.personal import (
     looks_like_path,
 )
 from transferlab.backbones.preprocessing import check_preprocess_mode, preprocessing_layer
-from transferlab.backbones.tiling import DEFAULT_OVERLAP, DEFAULT_POOL, TileGrid, check_tiling, tile_backbone_graph
+from transferlab.backbones.tiling import tile_backbone_graph
+from transferlab.data.tiles import DEFAULT_OVERLAP, DEFAULT_POOL, TileGrid, check_tiling
 from transferlab.errors import ConfigError, MissingFileError
 
 __all__ = [
@@ -353,9 +354,8 @@ def check_fine_tunable(info: BackboneInfo) -> None:
     """Raise ConfigError if the backbone can't be fine-tuned (SavedModel / TF-Hub modules, tiled builds)."""
     if info.tiling is not None:
         raise ConfigError(
-            f"A tiled backbone ({info.tiling['grid']}x{info.tiling['grid']} tiles) is feature-extraction only: "
-            "fine-tuning streams single images of the backbone's own input. Use --strategy feature-extraction "
-            "with --tiles, or --tiles 1 to fine-tune.")
+            f"a tiled backbone ({info.tiling['grid']}x{info.tiling['grid']} tiles) is feature-extraction only: "
+            "fine-tuning streams single images of the backbone's own input; use --tiles 1 to fine-tune")
     if not info.supports_fine_tune:
         raise ConfigError(
             f"Backbone {info.name!r} cannot be fine-tuned: SavedModel/hub modules are "

@@ -11,7 +11,7 @@ of them), runs the base network on every tile and pools the tiles' features::
       -> TimeDistributed GlobalAveragePooling2D "tile_features" (N, T, C)
       -> max over tiles "tile_max" (and/or mean "tile_mean", concatenated) -> (N, D)
 
-with ``L = S + (grid - 1) * stride`` and ``stride = S - round(S * overlap)``. Only built-in
+with ``L = S + (grid - 1) * stride`` (:class:`~transferlab.data.tiles.TileGrid`). Only built-in
 Keras layers are used, so the model saves and loads with safe mode on and converts to
 SavedModel, ONNX and TFLite like any other backbone: everything after the backbone sees a
 backbone whose input is ``L`` pixels. Preprocessing runs once on the whole image before the
@@ -23,72 +23,15 @@ also keeps the average of the tiles (twice the features).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
 
 import keras
-import numpy as np
 
-from transferlab.errors import ConfigError
+from transferlab.data.tiles import TileGrid
 
-__all__ = ["TILE_POOLS", "DEFAULT_OVERLAP", "DEFAULT_POOL", "MAX_GRID", "TileGrid", "check_tiling",
-           "tile_backbone_graph", "is_tiled", "place_tiles"]
+__all__ = ["TILED_BASE", "tile_backbone_graph", "pool_tiles", "is_tiled", "grid_of"]
 
-TILE_POOLS = ("max", "mean", "max+mean")
-DEFAULT_OVERLAP = 0.25
-DEFAULT_POOL = "max"
-MAX_GRID = 6  # 36 tiles: 36x the backbone's cost per image already
-MAX_OVERLAP = 0.75
 TILED_BASE = "tiled_base"
-
-
-def check_tiling(grid: int, overlap: float, pool: str) -> None:
-    """Raise :class:`~transferlab.errors.ConfigError` naming the bad tiling value and the valid ones."""
-    if isinstance(grid, bool) or not isinstance(grid, (int, np.integer)) or not 1 <= grid <= MAX_GRID:
-        raise ConfigError(f"tiles must be a whole number from 1 (no tiling) to {MAX_GRID}, or 'auto', got {grid!r}.")
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0.0 <= overlap <= MAX_OVERLAP:
-        raise ConfigError(f"tile_overlap must be a fraction of a tile from 0 to {MAX_OVERLAP}, got {overlap!r}.")
-    if pool not in TILE_POOLS:
-        raise ConfigError(f"tile_pool must be one of {', '.join(TILE_POOLS)}, got {pool!r}.")
-
-
-@dataclass(frozen=True)
-class TileGrid:
-    """The geometry of ``grid x grid`` square tiles of ``tile_size`` px overlapping by ``overlap`` of a tile.
-
-    ``size`` is the side of the whole input; ``offsets()`` the (top, left) of each tile, row by row.
-    """
-
-    grid: int
-    tile_size: int
-    overlap: float = DEFAULT_OVERLAP
-    pool: str = DEFAULT_POOL
-
-    def __post_init__(self) -> None:
-        check_tiling(self.grid, self.overlap, self.pool)
-
-    @property
-    def stride(self) -> int:
-        # At least one pixel: an overlap of a whole tile would repeat the same tile.
-        return max(1, self.tile_size - round(self.tile_size * self.overlap))
-
-    @property
-    def size(self) -> int:
-        return self.tile_size + (self.grid - 1) * self.stride
-
-    @property
-    def count(self) -> int:
-        return self.grid * self.grid
-
-    def offsets(self) -> list[tuple[int, int]]:
-        """(top, left) in pixels of each of the ``count`` tiles, row-major."""
-        return [(r * self.stride, c * self.stride) for r in range(self.grid) for c in range(self.grid)]
-
-    def feature_dim(self, base_dim: int) -> int:
-        return base_dim * (2 if self.pool == "max+mean" else 1)
-
-    def to_dict(self) -> dict:
-        """What ``BackboneInfo.tiling`` and the feature cache's fingerprint record."""
-        return {**asdict(self), "stride": self.stride, "input_size": self.size}
 
 
 def _stack_tiles(x, grid: TileGrid):
@@ -126,23 +69,17 @@ def tile_backbone_graph(x, base: keras.Model, grid: TileGrid):
 
 
 def is_tiled(backbone: keras.Model) -> bool:
-    """Whether ``backbone`` (a backbone or a whole classifier's backbone) runs its base over tiles."""
+    """Whether ``backbone`` (an assembled backbone, image -> features) runs its base over tiles."""
     return any(layer.name == TILED_BASE for layer in backbone.layers)
 
 
-def place_tiles(maps: np.ndarray, grid: TileGrid) -> np.ndarray:
-    """Per-tile maps (N, T, h, w) placed back where their tiles are: (N, M, M), overlaps by maximum.
-
-    ``M = round(L * h / S)``: the whole input at the tiles' map resolution.
-    """
-    maps = np.asarray(maps, np.float32)
-    n, count, h, w = maps.shape
-    if count != grid.count:
-        raise ValueError(f"expected {grid.count} tile maps, got {count}")
-    scale_h, scale_w = h / grid.tile_size, w / grid.tile_size
-    out = np.zeros((n, round(grid.size * scale_h), round(grid.size * scale_w)), np.float32)
-    for i, (top, left) in enumerate(grid.offsets()):
-        r, c = round(top * scale_h), round(left * scale_w)
-        region = out[:, r:r + h, c:c + w]
-        np.maximum(region, maps[:, i, :region.shape[1], :region.shape[2]], out=region)
-    return out
+def grid_of(backbone: keras.Model) -> TileGrid:
+    """The :class:`~transferlab.data.tiles.TileGrid` a tiled backbone was built with, read from its layers
+    (so a saved model needs no metadata beside it)."""
+    tiles = backbone.get_layer(TILED_BASE).input.shape  # (N, T, S, S, 3)
+    count, tile, size = int(tiles[1]), int(tiles[2]), int(backbone.input.shape[1])
+    grid = math.isqrt(count)
+    stride = (size - tile) // (grid - 1)
+    names = {layer.name for layer in backbone.layers}
+    pool = "max+mean" if "tile_pool" in names else "max" if "tile_max" in names else "mean"
+    return TileGrid(grid, tile, (tile - stride) / tile, pool)

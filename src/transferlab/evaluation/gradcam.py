@@ -7,6 +7,11 @@ map is ``ReLU(sum_k w_k * A_k)``, normalised to 0..1 per image.
 
 The score is the class *logit* when the head ends in a softmax Dense layer (as ``build_head``
 does), so confident predictions still give a clear map; otherwise the probability.
+
+A tiled backbone (:mod:`transferlab.backbones.tiling`) runs ``base`` on every tile: its maps
+(T tiles of h x w) are explained as one map of T*h x w, so the channel weights are averaged
+over all tiles (the tile whose features won the max over tiles carries the gradient), and
+each tile's part is put back where the tile is in the image (overlaps: the larger value).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from transferlab.data.tiles import place_tiles
 from transferlab.errors import ConfigError, TransferlabError, closest_name_hint
 
 logger = logging.getLogger("transferlab")
@@ -57,6 +63,8 @@ class _Explainer:
     def __init__(self, model):
         import keras
 
+        from transferlab.backbones.tiling import is_tiled
+
         backbone = next((l for l in model.layers if isinstance(l, keras.Model) and l.name.startswith("backbone_")),
                         None)
         head = next((l for l in model.layers if isinstance(l, keras.Model) and l.name == "head"), None)
@@ -64,6 +72,14 @@ class _Explainer:
             raise GradCamUnavailable(
                 f"Grad-CAM needs a transferlab classifier (image -> backbone_* -> head); model "
                 f"{model.name!r} has layers {', '.join(l.name for l in model.layers)}.")
+        self.head_layers = _chain(head)
+        last = self.head_layers[-1]
+        self.logit = (isinstance(last, keras.layers.Dense)
+                      and getattr(last.activation, "__name__", "") == "softmax")
+        self.grid = None
+        if is_tiled(backbone):
+            self._tiled(backbone)
+            return
         layers = _chain(backbone)
         names = [l.name for l in layers]
         if "base" not in names:
@@ -77,22 +93,47 @@ class _Explainer:
                 f"Grad-CAM needs a 4-D convolutional feature map, but the backbone's base model "
                 f"outputs shape {shape} (e.g. a SavedModel / TF-Hub feature vector). Use a "
                 "built-in backbone or a Keras model whose features come from a conv layer.")
-        self.head_layers = _chain(head)
-        last = self.head_layers[-1]
-        self.logit = (isinstance(last, keras.layers.Dense)
-                      and getattr(last.activation, "__name__", "") == "softmax")
+
+    def _tiled(self, backbone) -> None:
+        """Sub-models image -> per-tile maps (N, T, h, w, C) and maps -> pooled features."""
+        import keras
+
+        from transferlab.backbones.tiling import TILED_BASE, grid_of
+
+        self.grid = grid_of(backbone)
+        maps = backbone.get_layer(TILED_BASE).output
+        if len(maps.shape) != 5:
+            raise GradCamUnavailable(f"Grad-CAM needs a 4-D convolutional feature map, but the tiled backbone's base "
+                                     f"outputs shape {maps.shape[:1] + maps.shape[2:]} per tile.")
+        self.to_tiles, self.from_tiles = keras.Model(backbone.input, maps), keras.Model(maps, backbone.output)
+        count, h, w, c = (int(d) for d in maps.shape[1:])
+        self.map_shape = (count * h, w, c)
 
     def feature_map(self, x):
+        import keras
+
+        if self.grid is not None:  # (N, T, h, w, C) -> tiles stacked along the height: (N, T*h, w, C)
+            return keras.ops.reshape(self.to_tiles(x, training=False), (-1, *self.map_shape))
         for layer in self.pre:
             x = layer(x, training=False)
         return self.base(x, training=False)
+
+    def arrange(self, cams: np.ndarray) -> np.ndarray:
+        """Maps (N, h', w) as computed -> (N, H, W) laid out like the image (tiles put back in place)."""
+        if self.grid is None:
+            return cams
+        count = self.grid.count
+        return place_tiles(cams.reshape(len(cams), count, cams.shape[1] // count, cams.shape[2]), self.grid)
 
     def scores(self, fmap):
         """(probabilities, class scores used for the gradient)."""
         import keras
 
         x = fmap
-        for layer in self.post:
+        if self.grid is not None:
+            count, (height, w, c) = self.grid.count, self.map_shape
+            x = self.from_tiles(keras.ops.reshape(x, (-1, count, height // count, w, c)), training=False)
+        for layer in self.post if self.grid is None else ():
             x = layer(x, training=False)
         for layer in self.head_layers[:-1]:
             x = layer(x, training=False)
@@ -189,7 +230,7 @@ def gradcam_with_predictions(clf, images_uint8: np.ndarray, class_index=None, *,
         cam = tf.nn.relu(tf.reduce_sum(weights * fmap, axis=-1)).numpy().astype(np.float32)
         peak = cam.reshape(len(cam), -1).max(axis=1)
         cam = np.divide(cam, peak[:, None, None], out=np.zeros_like(cam), where=peak[:, None, None] > 0)
-        cams.append(cam)
+        cams.append(explainer.arrange(cam))
         probs.append(np.asarray(p, np.float32))
         chosen.append(np.asarray(idx, np.int64))
     return np.concatenate(cams), np.concatenate(probs), np.concatenate(chosen)

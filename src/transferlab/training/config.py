@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args
 from transferlab.data.augment import AUGMENT_PRESETS, AugmentConfig
 from transferlab.data.decode import INTERPOLATIONS, RESIZE_MODES
 from transferlab.data.split import check_fractions
+from transferlab.data.tiles import DEFAULT_OVERLAP, DEFAULT_POOL, MAX_GRID, MAX_OVERLAP, TILE_POOLS, check_tiling
 from transferlab.errors import ConfigError
 from transferlab.features.extract import ENGINES
 from transferlab.training.duration import parse_duration
@@ -88,6 +89,13 @@ class TrainConfig:
                                         choices=tuple(INTERPOLATIONS))
     crop_fraction: float | None = setting(None, "centre-crop fraction for --resize-mode center-crop",
                                           minimum=0.0, maximum=1.0)
+    tiles: str = setting("1", f"features of an N x N grid of overlapping tiles of the backbone's input, pooled (small "
+                              f"defects on large images; 1: off, up to {MAX_GRID}); 'auto': 1, 2 or 3 by heads on "
+                              "validation when the training images are at least twice the backbone's input")
+    tile_overlap: float = setting(DEFAULT_OVERLAP, "overlap of neighbouring tiles, as a fraction of a tile",
+                                  minimum=0.0, maximum=MAX_OVERLAP)
+    tile_pool: str = setting(DEFAULT_POOL, "how tile features are pooled: max (the tile showing a defect decides), mean, "
+                                           "or max+mean (both, twice the features)", choices=TILE_POOLS)
     # ---- data
     val_fraction: float = setting(0.1, "validation fraction of the hash split", minimum=0.0, maximum=1.0,
                                   exclusive_max=True)
@@ -168,8 +176,9 @@ class TrainConfig:
             object.__setattr__(self, "class_weight", "none")
         if self.good_class is not None and self.target_recall is None:
             object.__setattr__(self, "target_recall", DEFAULT_TARGET_RECALL)
-        if isinstance(self.unfreeze, int) and not isinstance(self.unfreeze, bool):
-            object.__setattr__(self, "unfreeze", str(self.unfreeze))
+        for name in ("unfreeze", "tiles"):  # a number as Python callers write it: 16, 2
+            if isinstance(getattr(self, name), int) and not isinstance(getattr(self, name), bool):
+                object.__setattr__(self, name, str(getattr(self, name)))
         self.validate()
 
     def validate(self) -> None:
@@ -178,6 +187,7 @@ class TrainConfig:
             check_setting(f, getattr(self, f.name))
         if not (self.unfreeze in ("auto", "all") or self.unfreeze.isdigit()):
             raise ConfigError(f"unfreeze must be 'auto', 'all' or a number of layers, got {self.unfreeze!r}.")
+        self._validate_tiles()
         if self.learning_rate <= 0 or (self.fine_tune_lr is not None and self.fine_tune_lr <= 0):
             raise ConfigError(f"learning rates must be > 0, got learning_rate={self.learning_rate!r}, "
                               f"fine_tune_lr={self.fine_tune_lr!r}.")
@@ -203,6 +213,21 @@ class TrainConfig:
         if self.ray and self.engine == "keras":
             raise ConfigError("ray runs the backbone under ONNX Runtime on the workers; engine 'keras' runs only in "
                               "this process: drop one of them.")
+
+    def _validate_tiles(self) -> None:
+        if self.tiles != "auto" and not self.tiles.isdigit():
+            raise ConfigError(f"tiles must be a whole number from 1 (no tiling) to {MAX_GRID}, or 'auto', "
+                              f"got {self.tiles!r}.")
+        check_tiling(1 if self.tile_grid is None else self.tile_grid, self.tile_overlap, self.tile_pool)
+        if self.tiles != "1" and self.strategy == "fine-tune":
+            raise ConfigError(f"--tiles {self.tiles} is for frozen features: fine-tuning streams single images of the "
+                              "backbone's own input. Use --strategy feature-extraction (or auto, which then keeps "
+                              "the frozen-feature model) with tiles, or --tiles 1 to fine-tune.")
+
+    @property
+    def tile_grid(self) -> int | None:
+        """The tiles per side asked for (1: no tiling), or None for "auto" (chosen on validation)."""
+        return None if self.tiles == "auto" else int(self.tiles)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

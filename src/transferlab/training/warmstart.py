@@ -17,6 +17,7 @@ from pathlib import Path
 from transferlab._keras import keras
 from transferlab.backbones import BackboneInfo, resolve_backbone
 from transferlab.backbones.personal import load_keras_model
+from transferlab.backbones.tiling import grid_of, is_tiled
 from transferlab.errors import MissingFileError
 from transferlab.rundir import RunDir, read_json
 
@@ -66,7 +67,9 @@ def warm_start(path: str | Path, class_names: list[str], *, hidden_units: int = 
         resize_mode=(resize or {}).get("mode", "squash"), crop_fraction=(resize or {}).get("crop_fraction", 1.0),
         interpolation=(resize or {}).get("interpolation", "bilinear"), feature_layer=backbone.layers[-1].name,
         feature_dim=int(backbone.output_shape[-1]), params=int(backbone.count_params()), imagenet_top1=None,
-        weights_available=True, weights_source=str(path), notes="backbone of a transferlab model (--from)")
+        weights_available=True, weights_source=str(path), notes="backbone of a transferlab model (--from)",
+        # A tiled model's backbone stays tiled (and so feature-extraction only).
+        tiling=grid_of(backbone).to_dict() if is_tiled(backbone) else None)
     backbone.trainable = False
     if old_names == list(class_names):
         return WarmStart(backbone, info, old_head, None, resize,
