@@ -236,3 +236,23 @@ def test_tiles_auto_keeps_small_images_whole(tmp_path, tiny):
     clf = _train(tmp_path, tiny, data, "auto-small", tiles="auto")
     record = json.loads((clf.run_dir / "config.json").read_text())["extras"]["tiles"]
     assert record["chosen"] == 1 and "under 2x the backbone's input (32 px)" in record["reason"]
+
+
+def test_serve_runs_a_tiled_export_without_tensorflow(tiled_run):
+    import httpx
+
+    from serve_helpers import running_server
+    from transferlab.export.exporter import FILES, export_run
+
+    _, data, clf = tiled_run
+    model = clf.run_dir / "export" / FILES["onnx"]
+    if not model.exists():  # alone, this test exports the ONNX file itself
+        export_run(clf.run_dir, formats=["onnx"], show_progress=False)
+    image = sorted((data / "green").glob("*.png"))[0]
+    with running_server(model) as (base, _):
+        info = httpx.get(f"{base}/metadata", timeout=10).json()
+        response = httpx.post(f"{base}/predict", content=image.read_bytes(), headers={"Content-Type": "image/png"},
+                              timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["label"] == clf.predict([str(image)])[0].predicted
+    assert info["input"]["shape"] == [None, 56, 56, 3] and info["input"]["resize"]["size"] == 56

@@ -222,9 +222,11 @@ def selection_features(dataset, name: str, config, *, show_progress: bool = True
     from transferlab.backbones import resolve_backbone
     from transferlab.features import extract_splits, resize_for
 
+    # Tiles as the run will train them ("auto" compares the untiled backbones: the run chooses tiles later).
     model, info = resolve_backbone(name, weights=config.weights, input_size=config.image_size,
                                    feature_layer=config.feature_layer, preprocess=config.preprocess,
-                                   unsafe=config.unsafe)
+                                   unsafe=config.unsafe, tiles=config.tile_grid or 1, tile_overlap=config.tile_overlap,
+                                   tile_pool=config.tile_pool)
     resize = resize_for(info, mode=config.resize_mode, interpolation=config.interpolation,
                         crop_fraction=config.crop_fraction)
     splits, result, cache = extract_splits(dataset, model, info, resize, cache_dir=config.cache_dir,
