@@ -53,6 +53,7 @@ VARIANTS = {
     "tiles4-probe": {"tiles": 4, "head": "logistic"},
     "tiles4-maxmean-probe": {"tiles": 4, "tile_pool": "max+mean", "head": "logistic"},
     "size448-probe": {"image_size": 448, "head": "logistic"},
+    "auto-probe": {"tiles": "auto", "head": "logistic"},
 }
 DEFAULT_VARIANTS = [v for v in VARIANTS if v != "tiles4-mean"]  # --variants adds it (one more 4x4 extraction)
 

@@ -80,8 +80,9 @@ def run_resize(config: TrainConfig, info) -> ResizeConfig:
 
 
 def _validation_scores(prep, candidates: dict, show_progress: bool) -> tuple[object, dict]:
-    """Each candidate ``(backbone, info, resize)`` gets a head fitted on its training features (cached like
-    any others) and is scored on validation: the best by macro-F1, then validation loss.
+    """Each candidate ``(backbone, info, resize)`` gets the run's kind of head (``config.head``) fitted on its
+    training features (cached like any others) and is scored on validation: the best by macro-F1, then
+    validation loss.
 
     Returns:
         (the best candidate's key, {key: {"macro_f1", "balanced_accuracy", "val_loss"}}).
@@ -89,6 +90,7 @@ def _validation_scores(prep, candidates: dict, show_progress: bool) -> tuple[obj
     from transferlab._keras import keras
     from transferlab.training.head import build_head, fit_head, predict_head
     from transferlab.training.imbalance import rare_class_scores
+    from transferlab.training.probe import fit_logistic_head
 
     config, num_classes, scores = prep.config, len(prep.dataset.class_names), {}
     for key, (backbone, info, resize) in candidates.items():
@@ -96,11 +98,15 @@ def _validation_scores(prep, candidates: dict, show_progress: bool) -> tuple[obj
         features, _, _ = extract_splits(prep.dataset, backbone, info, resize, cache_dir=config.cache_dir,
                                         engine=config.engine, show_progress=show_progress, splits=("train", "val"))
         train, val = features["train"], features["val"]
-        keras.utils.set_random_seed(config.seed)
-        head = build_head(info.feature_dim, num_classes, hidden_units=config.hidden_units, dropout=config.dropout)
-        fit_head(head, train.x, train.y, val.x, val.y, epochs=config.epochs, batch_size=config.batch_size,
-                 learning_rate=config.learning_rate, label_smoothing=config.label_smoothing,
-                 class_weight=config.class_weight, patience=config.patience, seed=config.seed)
+        if config.head == "logistic":  # scored with the head the run will train
+            head = fit_logistic_head(train.x, train.y, num_classes, c=config.logistic_c,
+                                     class_weight=config.class_weight)
+        else:
+            keras.utils.set_random_seed(config.seed)
+            head = build_head(info.feature_dim, num_classes, hidden_units=config.hidden_units, dropout=config.dropout)
+            fit_head(head, train.x, train.y, val.x, val.y, epochs=config.epochs, batch_size=config.batch_size,
+                     learning_rate=config.learning_rate, label_smoothing=config.label_smoothing,
+                     class_weight=config.class_weight, patience=config.patience, seed=config.seed)
         probs = predict_head(head, val.x)
         f1, balanced = rare_class_scores(val.y, probs.argmax(axis=1), num_classes)
         loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(val.y)), val.y], 1e-7, 1.0))))

@@ -7,7 +7,9 @@ to float), to pooled features (N, D). Every backbone has the same structure::
     output is the 4-D feature map; frozen) -> GlobalAveragePooling2D "pool" -> features
 
 so fine-tuning can unfreeze layers inside ``model.get_layer("base")`` and Grad-CAM can reach the
-conv map. ``pool`` is skipped when the base already returns 2-D features.
+conv map. ``pool`` is skipped when the base already returns 2-D features. A tiled build
+(``tiles=n``, :mod:`transferlab.backbones.tiling`) runs "base" inside a TimeDistributed
+"tiled_base" over n x n crops of a larger input instead; it is feature-extraction only.
 
 Evaluation resize policy (``resize_mode``/``crop_fraction``/``interpolation``): every ImageNet
 network here was evaluated on a centre crop, so we recommend ``"center-crop"`` with the original
