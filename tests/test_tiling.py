@@ -256,3 +256,16 @@ def test_serve_runs_a_tiled_export_without_tensorflow(tiled_run):
     assert response.status_code == 200, response.text
     assert response.json()["predictions"][0]["label"] == clf.predict([str(image)])[0].predicted
     assert info["input"]["shape"] == [None, 56, 56, 3] and info["input"]["resize"]["size"] == 56
+
+
+def test_tiles_auto_scores_with_the_probe_when_the_run_uses_it(tiled_run, tiny, monkeypatch):
+    import transferlab.training.probe as probe
+
+    root, data, _ = tiled_run
+    fits = []
+    original = probe.fit_logistic_head
+    monkeypatch.setattr(probe, "fit_logistic_head", lambda *a, **k: fits.append(a[0].shape) or original(*a, **k))
+    clf = _train(root, tiny, data, "auto-probe", tiles="auto", head="logistic")
+    record = json.loads((clf.run_dir / "config.json").read_text())["extras"]["tiles"]
+    assert set(record["scores"]) == {"1", "2"}
+    assert len(fits) == 3  # one probe per candidate, then the run's own
