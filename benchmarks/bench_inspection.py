@@ -120,6 +120,11 @@ def main() -> None:
                  "op_test_false_alarms": statistics.median(o["test"]["false_alarm_rate"] for o in ops) if ops else None}
         summary.append(entry)
         print(json.dumps(entry))
+    write_results(args, summary, results)
+
+
+def write_results(args: argparse.Namespace, summary: list[dict], results: list[dict]) -> None:
+    """``args.out``: the arguments, the summary rows and every run (bench_tiling writes the same)."""
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "summary": summary, "runs": results}, indent=2))
 

@@ -1,4 +1,4 @@
-"""The fine-tuning phase of a training run, and the depth strategy "auto" chooses for it.
+"""The fine-tuning phase of a training run, and the depth it chooses when ``unfreeze="auto"`` (the default).
 
 :func:`fine_tune_phase` unfreezes nothing itself: :func:`transferlab.api.training.fit_run` sets
 the trainable layers, then calls it with the model, the split features and the callbacks'
@@ -106,6 +106,7 @@ def fine_tune_phase(model, features: dict[str, SplitFeatures], resize: ResizeCon
     plateau = next(iter(schedule_callbacks(config.schedule, config.patience)), None)
     checkpoint = EpochCheckpoint(run_dir, "fine-tune", config.seed, (state or {}).get("history"),
                                  early_stopping=early, plateau=plateau, plateau_state=(state or {}).get("plateau"),
+                                 # "budget" is the key older checkpoints use; it holds the record with or without one
                                  extra_state={"head_history": head_history, "budget": record})
     timer, learning_rate, planner = EpochTimer(), None, None
     if budget is not None:
