@@ -73,6 +73,25 @@ def build_backbone(config: TrainConfig, tiles: int | None = None):
                             tiles=grid, tile_overlap=config.tile_overlap, tile_pool=config.tile_pool)
 
 
+def fine_tune_blocker(config: TrainConfig, info) -> str | None:
+    """Why strategy auto cannot fine-tune ``info``'s backbone (None: it can, or the strategy never
+    fine-tunes); strategy fine-tune raises instead.
+
+    Raises:
+        ConfigError: strategy "fine-tune" with a backbone that cannot be fine-tuned.
+    """
+    from transferlab.backbones import check_fine_tunable
+
+    if config.strategy == "fine-tune":
+        check_fine_tunable(info)
+    elif config.strategy == "auto":
+        try:
+            check_fine_tunable(info)
+        except ConfigError as exc:  # auto still gives the frozen-feature model
+            return str(exc)
+    return None
+
+
 def run_resize(config: TrainConfig, info) -> ResizeConfig:
     """The backbone's own resize with the config's overrides ("auto" modes start from the backbone's own)."""
     return resize_for(info, mode=None if config.resize_mode == "auto" else config.resize_mode,
@@ -165,7 +184,6 @@ def choose_tiles(prep, show_progress: bool) -> dict:
     Returns:
         The record kept as ``extras["tiles"]``: chosen tiles per side, reason or metric and scores.
     """
-    from transferlab.backbones import check_fine_tunable
     from transferlab.backbones.trusted import trust_record
 
     sides = [min(r.width, r.height) for r in prep.dataset.split("train")]
@@ -193,11 +211,8 @@ def choose_tiles(prep, show_progress: bool) -> dict:
     logger.info("Tiles chosen: %s (%s)", f"{chosen}x{chosen}" if chosen > 1 else "none (whole image)", detail)
     prep.metadata.backbone = {**prep.info.to_dict(), **trust_record(prep.info)}
     prep.metadata.resize = prep.resize.to_dict()
-    if prep.config.strategy == "auto" and prep.not_tunable is None:
-        try:
-            check_fine_tunable(prep.info)
-        except ConfigError as exc:
-            prep.not_tunable = str(exc)
+    if prep.not_tunable is None:
+        prep.not_tunable = fine_tune_blocker(prep.config, prep.info)
     prep.metadata.extras["tiles"] = record
     return record
 

@@ -14,7 +14,7 @@ import os
 
 from transferlab.data.dataset import ImageDataset, load_dataset
 from transferlab.data.decode import ResizeConfig
-from transferlab.features import FillResult, feature_cache_for, fill_cache, resize_for
+from transferlab.features import FillResult, feature_cache_for, fill_cache
 from transferlab.training.config import TrainConfig
 
 
@@ -66,7 +66,7 @@ def extract(data: str | os.PathLike, config: TrainConfig | None = None, *, ray: 
     Raises:
         MissingDependencyError: ``ray`` given without the ``transferlab[ray]`` extra.
     """
-    from transferlab.backbones import resolve_backbone
+    from transferlab.api.choices import build_backbone, run_resize
 
     config = (config or TrainConfig()).replace(**settings) if settings else (config or TrainConfig())
     ray = ray if ray is not None else config.ray
@@ -78,10 +78,7 @@ def extract(data: str | os.PathLike, config: TrainConfig | None = None, *, ray: 
             config.replace(ray=ray)  # raises the ConfigError that explains the conflict
     dataset = load_dataset(data, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
                            seed=config.seed, show_progress=show_progress, cache_dir=config.cache_dir)
-    backbone, info = resolve_backbone(config.backbone, weights=config.weights, input_size=config.image_size,
-                                      feature_layer=config.feature_layer, preprocess=config.preprocess,
-                                      unsafe=config.unsafe)
-    resize = resize_for(info, mode=config.resize_mode, interpolation=config.interpolation,
-                        crop_fraction=config.crop_fraction)
+    backbone, info = build_backbone(config)  # as train builds it, so train finds these features
+    resize = run_resize(config, info)
     return fill_dataset_cache(dataset, backbone, info, resize, cache_dir=config.cache_dir, engine=config.engine,
                               ray=ray, actors=actors, actor_cpus=actor_cpus, show_progress=show_progress)

@@ -94,8 +94,7 @@ class FittedRun:
 def prepare_run(data: str | os.PathLike, dataset: ImageDataset, config: TrainConfig, run: RunDir,
                 state: dict | None, from_model, started: float | None = None) -> PreparedRun:
     """Resolve backbone and resize and write the run's first files (status "running")."""
-    from transferlab.api.choices import build_backbone, run_resize
-    from transferlab.backbones import check_fine_tunable
+    from transferlab.api.choices import build_backbone, fine_tune_blocker, run_resize
     from transferlab.backbones.trusted import trust_record
     from transferlab.training.warmstart import warm_start
 
@@ -111,14 +110,7 @@ def prepare_run(data: str | os.PathLike, dataset: ImageDataset, config: TrainCon
         logger.info(note)
     else:
         backbone, info = build_backbone(config)
-    not_tunable = None
-    if config.strategy == "fine-tune":
-        check_fine_tunable(info)
-    elif config.strategy == "auto":
-        try:
-            check_fine_tunable(info)
-        except ConfigError as exc:  # auto still gives the frozen-feature model
-            not_tunable = str(exc)
+    not_tunable = fine_tune_blocker(config, info)
     resize = ResizeConfig(**warm.resize) if warm and warm.resize else run_resize(config, info)
     logger.info("Backbone %s: %d px input, %d features from layer %s, preprocessing %s, resize %s",
                 info.name, resize.size, info.feature_dim, info.feature_layer, info.preprocess, resize.mode)
